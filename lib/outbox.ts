@@ -1,0 +1,277 @@
+/**
+ * Ordered delivery. Log packets wait in their app's queue (the hold buffer, bounded by
+ * `buffer_max`) until the app has a ready writer, then go out in order with at most
+ * `max_inflight` sends in flight per target process. Relayed topics go out per target in order
+ * and are never held. A failed send is never retried blindly: the target is taken out of service
+ * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
+ * packet goes back to the front of its app's queue.
+ */
+import { Deque } from './deque';
+
+export interface OutPacket {
+  topic: string;
+  data: unknown;
+}
+
+/** The one PM2 call the outbox needs. `done` must be called once per send, in send order. */
+export type SendFn = (pmId: number, topic: string, data: unknown, done: (err: Error | null) => void) => void;
+
+export interface Counters {
+  in: number;
+  out: number;
+  relayed: number;
+  held: number;
+  dropped: number;
+  malformed: number;
+  sendErrors: number;
+}
+
+export function newCounters(): Counters {
+  return { in: 0, out: 0, relayed: 0, held: 0, dropped: 0, malformed: 0, sendErrors: 0 };
+}
+
+export interface AppQueue {
+  readonly key: string;
+  readonly queue: Deque<OutPacket>;
+  /** Sent, failed, and due again before anything in `queue`. */
+  readonly retry: Deque<OutPacket>;
+  inflight: number;
+  inflightTarget: number | undefined;
+  forwarded: number;
+  dropped: number;
+  /** Epoch ms since which the app has had packets and no writer to take them, 0 when none. */
+  heldSince: number;
+}
+
+interface Target {
+  readonly pmId: number;
+  inflight: number;
+  /** What is in flight, in send order: the packet and the app it belongs to (null: relay). */
+  readonly sentPackets: Deque<OutPacket>;
+  readonly sentApps: Deque<AppQueue | null>;
+  readonly relays: Deque<OutPacket>;
+  readonly done: (err: Error | null) => void;
+  /** Set after a failed send: nothing more goes to it until it is back. */
+  broken: boolean;
+}
+
+export interface OutboxDeps {
+  send: SendFn;
+  /** The pm_id of the app's ready writer, if any. */
+  writerOf(appKey: string): number | undefined;
+  /** A send to this process failed; the caller takes it out of the table's service. */
+  onSendError(pmId: number, err: Error): void;
+  /** Packets dropped because the hold buffer was full. */
+  onOverflow(app: AppQueue, count: number): void;
+  /** A held backlog started going out (count packets). */
+  onFlush?(app: AppQueue, count: number, writer: number): void;
+  now(): number;
+  counters: Counters;
+  bufferMax: number;
+  maxInflight: number;
+}
+
+export class Outbox {
+  readonly #apps = new Map<string, AppQueue>();
+  readonly #targets = new Map<number, Target>();
+  readonly #deps: OutboxDeps;
+  readonly #c: Counters;
+
+  constructor(deps: OutboxDeps) {
+    this.#deps = deps;
+    this.#c = deps.counters;
+  }
+
+  apps(): IterableIterator<AppQueue> {
+    return this.#apps.values();
+  }
+
+  app(key: string): AppQueue | undefined {
+    return this.#apps.get(key);
+  }
+
+  /** Sends in flight, across all targets. */
+  get inflight(): number {
+    let n = 0;
+    for (const t of this.#targets.values()) n += t.inflight;
+    return n;
+  }
+
+  /** Queue a log packet for its app's writer and send what can be sent. */
+  pushLog(appKey: string, packet: OutPacket): void {
+    let app = this.#apps.get(appKey);
+    if (!app) {
+      app = { key: appKey, queue: new Deque(), retry: new Deque(), inflight: 0, inflightTarget: undefined, forwarded: 0, dropped: 0, heldSince: 0 };
+      this.#apps.set(appKey, app);
+    }
+    app.queue.push(packet);
+    this.#c.held++;
+    if (app.queue.size + app.retry.size > this.#deps.bufferMax) this.#overflow(app);
+    this.pump(app);
+  }
+
+  /** Queue a relayed packet for each target (a fresh object each: PM2 writes `id` into it). */
+  pushRelay(targets: readonly number[], topic: string, data: unknown): void {
+    for (const id of targets) {
+      const t = this.#target(id);
+      if (t.broken) continue;
+      t.relays.push({ topic, data });
+      this.#pumpTarget(t);
+    }
+  }
+
+  /** Something changed for this app (a writer came, went, or became ready): send what can go. */
+  pump(app: AppQueue | string): void {
+    const a = typeof app === 'string' ? this.#apps.get(app) : app;
+    if (!a || a.queue.size + a.retry.size === 0) return;
+    const writer = this.#deps.writerOf(a.key);
+    if (writer === undefined) {
+      if (a.heldSince === 0) a.heldSince = this.#deps.now();
+      return;
+    }
+    // Old sends to a previous writer still out: wait for them, so order is kept.
+    if (a.inflight > 0 && a.inflightTarget !== writer) return;
+    const t = this.#target(writer);
+    if (t.broken) return;
+    if (a.heldSince !== 0) {
+      this.#deps.onFlush?.(a, a.queue.size + a.retry.size, writer);
+      a.heldSince = 0;
+    }
+    const max = this.#deps.maxInflight;
+    while (t.inflight < max) {
+      const packet = a.retry.size > 0 ? a.retry.shift() : a.queue.shift();
+      if (packet === undefined) break;
+      this.#c.held--;
+      a.inflight++;
+      a.inflightTarget = writer;
+      this.#sendOne(t, packet, a);
+    }
+  }
+
+  /** Send what can be sent for every app (after a table change). */
+  pumpAll(): void {
+    for (const a of this.#apps.values()) this.pump(a);
+  }
+
+  /**
+   * PM2 says this process is online (again): a new generation that may be sent to. Sends still
+   * out to the old generation finish on their own (a detached target).
+   */
+  revive(pmId: number): void {
+    const t = this.#targets.get(pmId);
+    if (t?.broken) this.#targets.delete(pmId);
+  }
+
+  /** Take a process out of service (exit, stop, delete): nothing more is sent to it. */
+  retire(pmId: number): void {
+    const t = this.#targets.get(pmId);
+    if (!t) return;
+    t.broken = true;
+    this.#c.dropped += t.relays.size;
+    t.relays.clear();
+    this.#targets.delete(pmId);
+  }
+
+  /** Drop an app's held packets (app deleted, or an operator asked). Returns how many. */
+  dropApp(appKey: string): number {
+    const a = this.#apps.get(appKey);
+    if (!a) return 0;
+    const n = a.queue.size + a.retry.size;
+    a.queue.clear();
+    a.retry.clear();
+    a.heldSince = 0;
+    this.#c.held -= n;
+    this.#c.dropped += n;
+    a.dropped += n;
+    if (a.inflight === 0) this.#apps.delete(appKey);
+    return n;
+  }
+
+  #target(pmId: number): Target {
+    let t = this.#targets.get(pmId);
+    if (!t) {
+      const created: Target = {
+        pmId,
+        inflight: 0,
+        sentPackets: new Deque(),
+        sentApps: new Deque(),
+        relays: new Deque(),
+        done: (err) => this.#onDone(created, err),
+        broken: false,
+      };
+      t = created;
+      this.#targets.set(pmId, t);
+    }
+    return t;
+  }
+
+  #sendOne(t: Target, packet: OutPacket, app: AppQueue | null): void {
+    t.inflight++;
+    t.sentPackets.push(packet);
+    t.sentApps.push(app);
+    this.#deps.send(t.pmId, packet.topic, packet.data, t.done);
+  }
+
+  #pumpTarget(t: Target): void {
+    const max = this.#deps.maxInflight;
+    while (!t.broken && t.inflight < max && t.relays.size > 0) {
+      this.#sendOne(t, t.relays.shift() as OutPacket, null);
+    }
+  }
+
+  #onDone(t: Target, err: Error | null): void {
+    t.inflight--;
+    const packet = t.sentPackets.shift() as OutPacket;
+    const app = t.sentApps.shift() as AppQueue | null;
+    if (app) app.inflight--;
+    if (err) {
+      this.#c.sendErrors++;
+      if (!t.broken) {
+        t.broken = true;
+        this.#deps.onSendError(t.pmId, err);
+      }
+      if (app) {
+        // Back to the front, before anything not yet sent: never lost, never reordered.
+        app.retry.push(packet);
+        this.#c.held++;
+        if (app.queue.size + app.retry.size > this.#deps.bufferMax) this.#overflow(app);
+      } else {
+        this.#c.dropped++;
+      }
+      if (t.inflight === 0) {
+        this.#c.dropped += t.relays.size;
+        t.relays.clear();
+      }
+    } else if (app) {
+      this.#c.out++;
+      app.forwarded++;
+    } else {
+      this.#c.relayed++;
+    }
+    if (app) this.pump(app);
+    if (t.broken) return;
+    if (t.relays.size > 0) this.#pumpTarget(t);
+    else this.#pumpWaiting(t);
+  }
+
+  /** Other apps whose writer is this target may have waited for a free slot. */
+  #pumpWaiting(t: Target): void {
+    if (t.inflight >= this.#deps.maxInflight || this.#apps.size <= 1) return;
+    for (const a of this.#apps.values()) {
+      if (a.queue.size + a.retry.size > 0 && this.#deps.writerOf(a.key) === t.pmId) this.pump(a);
+    }
+  }
+
+  #overflow(app: AppQueue): void {
+    let n = 0;
+    while (app.queue.size + app.retry.size > this.#deps.bufferMax) {
+      if (app.retry.size > 0) app.retry.shift();
+      else app.queue.shift();
+      n++;
+    }
+    this.#c.held -= n;
+    this.#c.dropped += n;
+    app.dropped += n;
+    this.#deps.onOverflow(app, n);
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * The live table of PM2 processes, grouped by app (name + namespace).
+ *
+ * Built from `pm2.list()` at start, kept current from the bus's `process:event` packets and
+ * reconciled with a fresh list now and then (PM2 emits no event when a process is deleted).
+ * Pure: it is fed pm2_env-like records and a clock value, it never calls PM2 itself.
+ */
+
+export const DEFAULT_INSTANCE_VAR = 'NODE_APP_INSTANCE';
+
+/** The fields of a pm2_env (as in `pm2.list()[i].pm2_env` or a bus `process:event`) we read. */
+export type Pm2Env = Record<string, unknown>;
+
+export interface ProcessInfo {
+  readonly pmId: number;
+  readonly appKey: string;
+  readonly name: string;
+  readonly namespace: string;
+  /** `pm2_env[instance_var]`, undefined when PM2 assigned none. */
+  instance: number | undefined;
+  status: string;
+  clusterMode: boolean;
+  isModule: boolean;
+  waitReady: boolean;
+  /** Epoch ms when this process (its current generation) came online. */
+  onlineSince: number;
+  /** Epoch ms from which it may receive log packets; Infinity while it must not. */
+  readyAt: number;
+  pid: number;
+}
+
+export interface AppInfo {
+  readonly key: string;
+  readonly name: string;
+  readonly namespace: string;
+  /** The app's own instance_var, remembered: PM2 resets pm2_env.instance_var on restart. */
+  instanceVar: string;
+  readonly pmIds: Set<number>;
+}
+
+export function appKeyOf(name: string, namespace: string | undefined): string {
+  return `${namespace ?? 'default'}\u0000${name}`;
+}
+
+export function formatAppKey(key: string): string {
+  const i = key.indexOf('\u0000');
+  return `${key.slice(i + 1)} (namespace ${key.slice(0, i)})`;
+}
+
+function toNumber(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isFinite(value)) return value;
+  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
+  return undefined;
+}
+
+/** Only numeric ids are live processes; `_old_<id>` is a worker parked by `pm2 reload`. */
+export function numericPmId(id: unknown): number | undefined {
+  return typeof id === 'number' && Number.isInteger(id) ? id : undefined;
+}
+
+export function isParkedPmId(id: unknown): boolean {
+  return typeof id === 'string' && id.startsWith('_old_');
+}
+
+export type TableChange =
+  | { kind: 'online'; proc: ProcessInfo }
+  | { kind: 'offline'; proc: ProcessInfo }
+  | { kind: 'removed'; proc: ProcessInfo }
+  | { kind: 'app-removed'; app: AppInfo };
+
+export interface RegistryOptions {
+  /** Delay after `online` before an app without `wait_ready` is taken to listen. */
+  readyDelay: number;
+  /** The daemon's PM2_PROCESS_INSTANCE_VAR, which overrides every app's instance_var. */
+  globalInstanceVar?: string;
+  /** instance_var per app key remembered from an earlier run (see AppInfo.instanceVar). */
+  knownInstanceVars?: Record<string, string>;
+}
+
+export class Registry {
+  readonly #procs = new Map<number, ProcessInfo>();
+  readonly #apps = new Map<string, AppInfo>();
+  readonly #opts: RegistryOptions;
+  readonly #knownVars: Map<string, string>;
+
+  constructor(opts: RegistryOptions) {
+    this.#opts = opts;
+    this.#knownVars = new Map(Object.entries(opts.knownInstanceVars ?? {}));
+  }
+
+  get size(): number {
+    return this.#procs.size;
+  }
+
+  process(pmId: number): ProcessInfo | undefined {
+    return this.#procs.get(pmId);
+  }
+
+  app(key: string): AppInfo | undefined {
+    return this.#apps.get(key);
+  }
+
+  apps(): IterableIterator<AppInfo> {
+    return this.#apps.values();
+  }
+
+  processesOf(app: AppInfo): ProcessInfo[] {
+    const out: ProcessInfo[] = [];
+    for (const id of app.pmIds) {
+      const p = this.#procs.get(id);
+      if (p) out.push(p);
+    }
+    return out;
+  }
+
+  processes(): IterableIterator<ProcessInfo> {
+    return this.#procs.values();
+  }
+
+  /** instance_var per app key, to persist across the module's own restarts. */
+  instanceVars(): Record<string, string> {
+    return Object.fromEntries(this.#knownVars);
+  }
+
+  /**
+   * Replace the table with a fresh `pm2.list()`. Processes that are gone are reported removed;
+   * processes already known keep their readiness (the list has no event history).
+   */
+  applySnapshot(envs: Pm2Env[], now: number): TableChange[] {
+    const changes: TableChange[] = [];
+    const seen = new Set<number>();
+    for (const env of envs) {
+      const id = numericPmId(env.pm_id);
+      if (id === undefined) continue;
+      seen.add(id);
+      const before = this.#procs.get(id);
+      const online = env.status === 'online';
+      const p = this.#upsert(env, id);
+      if (!before && online) {
+        // First sight: trust PM2's own start time for readiness, so a module restart does not
+        // hold packets of writers that have been running for long.
+        const uptime = toNumber(env.pm_uptime);
+        p.onlineSince = uptime !== undefined && uptime <= now ? uptime : now;
+        p.readyAt = p.onlineSince + (p.waitReady ? 0 : this.#opts.readyDelay);
+        changes.push({ kind: 'online', proc: p });
+      } else if (before && online && p.readyAt === Infinity) {
+        this.#markOnline(p, now);
+        changes.push({ kind: 'online', proc: p });
+      } else if (!online && p.readyAt !== Infinity) {
+        p.readyAt = Infinity;
+        changes.push({ kind: 'offline', proc: p });
+      }
+    }
+    for (const id of [...this.#procs.keys()]) {
+      if (!seen.has(id)) changes.push(...this.#remove(id));
+    }
+    return changes;
+  }
+
+  /** Apply one bus `process:event` packet ({ event, process: pm2_env }). */
+  applyEvent(event: string, env: Pm2Env, now: number): TableChange[] {
+    const id = numericPmId(env.pm_id);
+    if (id === undefined) return []; // parked `_old_` workers never become writers
+    if (event === 'delete') return this.#remove(id);
+    const before = this.#procs.get(id);
+    const p = this.#upsert(env, id);
+    if (event === 'online') {
+      // The `online` packet still says `launching`; the event itself is what counts.
+      p.status = 'online';
+      this.#markOnline(p, now);
+      return [{ kind: 'online', proc: p }];
+    }
+    if (p.status !== 'online' || event === 'exit' || event === 'stop') {
+      if (p.status === 'online') p.status = 'stopping';
+      const wasUsable = before !== undefined && before.readyAt !== Infinity;
+      p.readyAt = Infinity;
+      return wasUsable || !before ? [{ kind: 'offline', proc: p }] : [];
+    }
+    return [];
+  }
+
+  /** A send to this process failed: take it out of service until PM2 says it is online again. */
+  markUnreachable(pmId: number): ProcessInfo | undefined {
+    const p = this.#procs.get(pmId);
+    if (p && p.readyAt !== Infinity) {
+      p.readyAt = Infinity;
+      p.status = 'unreachable';
+      return p;
+    }
+    return undefined;
+  }
+
+  /** The app announced readiness itself (`process.send('ready')`). */
+  markReady(pmId: number, now: number): ProcessInfo | undefined {
+    const p = this.#procs.get(pmId);
+    if (p && p.status === 'online' && p.readyAt > now) {
+      p.readyAt = now;
+      return p;
+    }
+    return undefined;
+  }
+
+  #markOnline(p: ProcessInfo, now: number): void {
+    p.onlineSince = now;
+    p.readyAt = now + (p.waitReady ? 0 : this.#opts.readyDelay);
+  }
+
+  #instanceVarFor(key: string, env: Pm2Env): string {
+    const global = this.#opts.globalInstanceVar;
+    if (global) return global;
+    const declared = typeof env.instance_var === 'string' && env.instance_var !== '' ? env.instance_var : DEFAULT_INSTANCE_VAR;
+    const remembered = this.#knownVars.get(key);
+    if (declared !== DEFAULT_INSTANCE_VAR) {
+      if (remembered !== declared) this.#knownVars.set(key, declared);
+      return declared;
+    }
+    // After `pm2 restart`/`reload`, PM2 says NODE_APP_INSTANCE again while the number stays
+    // under the app's own key: keep reading that key.
+    if (remembered && toNumber(env[remembered]) !== undefined) return remembered;
+    return DEFAULT_INSTANCE_VAR;
+  }
+
+  #upsert(env: Pm2Env, id: number): ProcessInfo {
+    const name = String(env.name ?? '');
+    const namespace = typeof env.namespace === 'string' && env.namespace !== '' ? env.namespace : 'default';
+    const key = appKeyOf(name, namespace);
+    let app = this.#apps.get(key);
+    if (!app) {
+      app = { key, name, namespace, instanceVar: DEFAULT_INSTANCE_VAR, pmIds: new Set() };
+      this.#apps.set(key, app);
+    }
+    app.instanceVar = this.#instanceVarFor(key, env);
+    const instance = toNumber(env[app.instanceVar]);
+    const status = String(env.status ?? 'unknown');
+    let p = this.#procs.get(id);
+    if (p && p.appKey !== key) {
+      this.#remove(id);
+      p = undefined;
+    }
+    const pid = toNumber(env.pid) ?? 0;
+    if (!p) {
+      p = {
+        pmId: id,
+        appKey: key,
+        name,
+        namespace,
+        instance,
+        status,
+        clusterMode: env.exec_mode === 'cluster_mode',
+        isModule: env.pmx_module === true || env.pmx_module === 'true',
+        waitReady: env.wait_ready === true || env.wait_ready === 'true',
+        onlineSince: 0,
+        readyAt: Infinity,
+        pid,
+      };
+      this.#procs.set(id, p);
+      app.pmIds.add(id);
+    } else {
+      if (instance !== undefined) p.instance = instance;
+      p.status = status;
+      p.clusterMode = env.exec_mode === 'cluster_mode';
+      p.waitReady = env.wait_ready === true || env.wait_ready === 'true';
+      p.pid = pid;
+    }
+    return p;
+  }
+
+  #remove(id: number): TableChange[] {
+    const p = this.#procs.get(id);
+    if (!p) return [];
+    this.#procs.delete(id);
+    const changes: TableChange[] = [{ kind: 'removed', proc: p }];
+    const app = this.#apps.get(p.appKey);
+    if (app) {
+      app.pmIds.delete(id);
+      if (app.pmIds.size === 0) {
+        this.#apps.delete(app.key);
+        changes.push({ kind: 'app-removed', app });
+      }
+    }
+    return changes;
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Pure routing: one bus `process:msg` packet + the process table + settings -> what to do.
+ * No I/O, no clock: the caller delivers, holds or counts.
+ */
+import type { Settings } from './config';
+import { appKeyOf, isParkedPmId, numericPmId, type Registry } from './registry';
+
+export type DropReason =
+  | 'malformed'
+  | 'no-topic'
+  | 'no-data'
+  | 'from-module'
+  | 'unknown-sender'
+  | 'writer-sends'
+  | 'broadcast-off'
+  | 'no-peers';
+
+export type Route =
+  /** A log packet for the writer of `appKey`; the outbox delivers or holds it. */
+  | { kind: 'log'; appKey: string; senderId: number | undefined }
+  /** Another topic, for these peers. */
+  | { kind: 'relay'; targets: number[] }
+  /** `process.send('ready')` from a process (PM2's wait_ready signal). */
+  | { kind: 'ready'; pmId: number }
+  | { kind: 'drop'; reason: DropReason; appKey?: string };
+
+export interface BusMessage {
+  raw?: unknown;
+  process?: { pm_id?: unknown; name?: unknown; namespace?: unknown };
+}
+
+export function route(msg: BusMessage, registry: Registry, settings: Settings, logTopics: ReadonlySet<string>): Route {
+  const sender = msg?.process;
+  if (sender === null || typeof sender !== 'object' || typeof sender.name !== 'string') {
+    return { kind: 'drop', reason: 'malformed' };
+  }
+  const raw = msg.raw;
+  const senderId = numericPmId(sender.pm_id);
+  if (raw === 'ready') return senderId === undefined ? { kind: 'drop', reason: 'unknown-sender' } : { kind: 'ready', pmId: senderId };
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { kind: 'drop', reason: 'malformed' };
+  const { topic, data } = raw as { topic?: unknown; data?: unknown };
+  if (typeof topic !== 'string' || topic === '') return { kind: 'drop', reason: 'no-topic' };
+  if (data === undefined) return { kind: 'drop', reason: 'no-data' };
+
+  const namespace = typeof sender.namespace === 'string' && sender.namespace !== '' ? sender.namespace : 'default';
+  const appKey = appKeyOf(sender.name, namespace);
+  const proc = senderId === undefined ? undefined : registry.process(senderId);
+  if (proc?.isModule) return { kind: 'drop', reason: 'from-module', appKey };
+  // A sender we have not seen yet (it started while we were listing) still names its app; a
+  // parked `_old_<id>` worker of `pm2 reload` is still one of its app's instances.
+  if (!proc && !isParkedPmId(sender.pm_id) && senderId === undefined) {
+    return { kind: 'drop', reason: 'unknown-sender', appKey };
+  }
+  if (!registry.app(appKey)) return { kind: 'drop', reason: 'unknown-sender', appKey };
+
+  if (logTopics.has(topic)) {
+    if (proc && proc.instance === settings.writer_instance && proc.status === 'online') {
+      return { kind: 'drop', reason: 'writer-sends', appKey };
+    }
+    return { kind: 'log', appKey, senderId };
+  }
+
+  if (settings.broadcast === 'off') return { kind: 'drop', reason: 'broadcast-off', appKey };
+  const targets: number[] = [];
+  for (const p of registry.processes()) {
+    if (p.pmId === senderId || p.isModule || p.status !== 'online') continue;
+    if (settings.broadcast === 'app' ? p.appKey === appKey : settings.broadcast === 'namespace' ? p.namespace === namespace : true) {
+      targets.push(p.pmId);
+    }
+  }
+  return targets.length === 0 ? { kind: 'drop', reason: 'no-peers', appKey } : { kind: 'relay', targets };
+}
