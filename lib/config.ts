@@ -20,7 +20,7 @@ export interface Settings {
   readonly buffer_max: number;
   /** Milliseconds after a writer comes online before packets are delivered to it (apps without `wait_ready`). @default 1500 */
   readonly ready_delay: number;
-  /** Sends to PM2 in flight at once, across all apps. @default 32 */
+  /** Sends to PM2 in flight at once, across all apps. @default 1 */
   readonly max_inflight: number;
   /** Seconds between summary lines (drops, malformed packets) in `pm2 logs`. @default 5 */
   readonly report_interval: number;
@@ -32,7 +32,7 @@ export const DEFAULTS: Settings = Object.freeze({
   writer_instance: 0,
   buffer_max: 20000,
   ready_delay: 1500,
-  max_inflight: 32,
+  max_inflight: 1,
   report_interval: 5,
 });
 

@@ -45,15 +45,28 @@ export interface AppQueue {
 
 interface Target {
   readonly pmId: number;
+  /** The generation (PM2's pm_uptime) this target stands for. */
+  readonly startedAt: number;
   inflight: number;
-  /** What is in flight, in send order: the packet and the app it belongs to (null: relay). */
+  /** What is in flight, in send order: the packet, its app (null: relay), when it was sent. */
   readonly sentPackets: Deque<OutPacket>;
   readonly sentApps: Deque<AppQueue | null>;
+  readonly sentAt: Deque<number>;
+  /** Log packets PM2 accepted lately, kept a short while in case they reached a new generation. */
+  readonly recentPackets: Deque<OutPacket>;
+  readonly recentApps: Deque<AppQueue>;
+  readonly recentAt: Deque<number>;
   readonly relays: Deque<OutPacket>;
   readonly done: (err: Error | null) => void;
-  /** Set after a failed send: nothing more goes to it until it is back. */
+  /** Set after a failed send or when detached: nothing more goes to it. */
   broken: boolean;
+  /** Once detached by a new generation: sends made from this time on reached the new one. */
+  replayFrom: number;
 }
+
+/** How long, and how many, accepted sends are kept for replay after a silent replacement. */
+const RECENT_MS = 5000;
+const RECENT_MAX = 50000;
 
 export interface OutboxDeps {
   send: SendFn;
@@ -65,7 +78,13 @@ export interface OutboxDeps {
   onOverflow(app: AppQueue, count: number): void;
   /** A held backlog started going out (count packets). */
   onFlush?(app: AppQueue, count: number, writer: number): void;
+  /** Packets re-queued because they reached a process generation that was not listening yet. */
+  onReplay?(pmId: number, count: number): void;
+  /** The generation (pm_uptime) PM2 reported for this process. */
+  generationOf(pmId: number): number;
   now(): number;
+  /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default performance-based */
+  preciseNow?(): number;
   counters: Counters;
   bufferMax: number;
   maxInflight: number;
@@ -154,12 +173,38 @@ export class Outbox {
   }
 
   /**
-   * PM2 says this process is online (again): a new generation that may be sent to. Sends still
-   * out to the old generation finish on their own (a detached target).
+   * PM2 says this process is online (again). If it is a new generation (`startedAt`, PM2's
+   * pm_uptime, is newer), sends PM2 accepted from that moment on went into a process that was not
+   * listening yet (a `pm2 reload` or crash restart gives no event before `online`): they go back
+   * to the front of their app's queue. Sends still out finish on the detached old target.
    */
-  revive(pmId: number): void {
+  revive(pmId: number, startedAt: number): void {
     const t = this.#targets.get(pmId);
-    if (t?.broken) this.#targets.delete(pmId);
+    if (!t) return;
+    const newGeneration = startedAt > t.startedAt;
+    if (!newGeneration && !t.broken) return;
+    this.#targets.delete(pmId);
+    t.broken = true;
+    if (!newGeneration) return;
+    t.replayFrom = startedAt;
+    const byApp = new Map<AppQueue, OutPacket[]>();
+    while (t.recentAt.size > 0) {
+      const at = t.recentAt.shift() as number;
+      const packet = t.recentPackets.shift() as OutPacket;
+      const app = t.recentApps.shift() as AppQueue;
+      if (at < startedAt) continue;
+      let list = byApp.get(app);
+      if (!list) byApp.set(app, (list = []));
+      list.push(packet);
+    }
+    let n = 0;
+    for (const [app, list] of byApp) {
+      n += list.length;
+      app.forwarded -= list.length;
+      this.#requeueFront(app, list);
+    }
+    this.#c.out -= n;
+    if (n > 0) this.#deps.onReplay?.(pmId, n);
   }
 
   /** Take a process out of service (exit, stop, delete): nothing more is sent to it. */
@@ -192,12 +237,18 @@ export class Outbox {
     if (!t) {
       const created: Target = {
         pmId,
+        startedAt: this.#deps.generationOf(pmId),
         inflight: 0,
         sentPackets: new Deque(),
         sentApps: new Deque(),
+        sentAt: new Deque(),
+        recentPackets: new Deque(),
+        recentApps: new Deque(),
+        recentAt: new Deque(),
         relays: new Deque(),
         done: (err) => this.#onDone(created, err),
         broken: false,
+        replayFrom: Infinity,
       };
       t = created;
       this.#targets.set(pmId, t);
@@ -209,6 +260,7 @@ export class Outbox {
     t.inflight++;
     t.sentPackets.push(packet);
     t.sentApps.push(app);
+    t.sentAt.push(this.#preciseNow());
     this.#deps.send(t.pmId, packet.topic, packet.data, t.done);
   }
 
@@ -223,6 +275,7 @@ export class Outbox {
     t.inflight--;
     const packet = t.sentPackets.shift() as OutPacket;
     const app = t.sentApps.shift() as AppQueue | null;
+    const sentAt = t.sentAt.shift() as number;
     if (app) app.inflight--;
     if (err) {
       this.#c.sendErrors++;
@@ -243,8 +296,15 @@ export class Outbox {
         t.relays.clear();
       }
     } else if (app) {
-      this.#c.out++;
-      app.forwarded++;
+      if (sentAt >= t.replayFrom) {
+        // Accepted by a generation that was not listening yet: send again when it is.
+        this.#requeueFront(app, [packet]);
+        this.#deps.onReplay?.(t.pmId, 1);
+      } else {
+        this.#c.out++;
+        app.forwarded++;
+        if (!t.broken) this.#remember(t, packet, app, sentAt);
+      }
     } else {
       this.#c.relayed++;
     }
@@ -260,6 +320,32 @@ export class Outbox {
     for (const a of this.#apps.values()) {
       if (a.queue.size + a.retry.size > 0 && this.#deps.writerOf(a.key) === t.pmId) this.pump(a);
     }
+  }
+
+  #preciseNow(): number {
+    return this.#deps.preciseNow ? this.#deps.preciseNow() : performance.timeOrigin + performance.now();
+  }
+
+  #remember(t: Target, packet: OutPacket, app: AppQueue, at: number): void {
+    t.recentPackets.push(packet);
+    t.recentApps.push(app);
+    t.recentAt.push(at);
+    const oldest = at - RECENT_MS;
+    while (t.recentAt.size > RECENT_MAX || (t.recentAt.peek() as number) < oldest) {
+      t.recentAt.shift();
+      t.recentPackets.shift();
+      t.recentApps.shift();
+    }
+  }
+
+  /** Put packets (in their send order) before everything else the app waits to send. */
+  #requeueFront(app: AppQueue, packets: OutPacket[]): void {
+    const rest: OutPacket[] = [];
+    for (let p = app.retry.shift(); p !== undefined; p = app.retry.shift()) rest.push(p);
+    for (const p of packets) app.retry.push(p);
+    for (const p of rest) app.retry.push(p);
+    this.#c.held += packets.length;
+    if (app.queue.size + app.retry.size > this.#deps.bufferMax) this.#overflow(app);
   }
 
   #overflow(app: AppQueue): void {

@@ -26,6 +26,8 @@ export interface ProcessInfo {
   onlineSince: number;
   /** Epoch ms from which it may receive log packets; Infinity while it must not. */
   readyAt: number;
+  /** PM2's `pm_uptime`: when the daemon launched this generation (its clock, epoch ms). */
+  startedAt: number;
   pid: number;
 }
 
@@ -251,6 +253,7 @@ export class Registry {
         waitReady: env.wait_ready === true || env.wait_ready === 'true',
         onlineSince: 0,
         readyAt: Infinity,
+        startedAt: toNumber(env.pm_uptime) ?? 0,
         pid,
       };
       this.#procs.set(id, p);
@@ -261,6 +264,8 @@ export class Registry {
       p.clusterMode = env.exec_mode === 'cluster_mode';
       p.waitReady = env.wait_ready === true || env.wait_ready === 'true';
       p.pid = pid;
+      const started = toNumber(env.pm_uptime);
+      if (started !== undefined) p.startedAt = started;
     }
     return p;
   }

@@ -1,0 +1,125 @@
+/**
+ * The entry PM2 runs: read settings, connect to PM2, wire the parts, shut down cleanly on
+ * SIGINT/SIGTERM (deliver what can be delivered, keep what is still held for the next run).
+ */
+import { formatSettings, parseSettings, unknownKeys } from './lib/config';
+import type { OutPacket } from './lib/outbox';
+import { createPm2Client } from './lib/pm2-client';
+import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
+import { Relay } from './lib/relay';
+import { Reporter } from './lib/reporter';
+import { StateFile, stateDir } from './lib/state';
+
+const NAME = 'pm2-scoped-intercom';
+/** Under PM2's kill_timeout (package.json `apps`: 3000 ms) with room to save the state. */
+const SHUTDOWN_BUDGET_MS = 2200;
+const RECONCILE_EVERY_MS = 30_000;
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const pkg = require('../package.json') as { version: string };
+
+function stamp(): string {
+  return new Date().toISOString();
+}
+
+const log = (line: string): void => {
+  process.stdout.write(`${stamp()} ${line}\n`);
+};
+const warn = (line: string): void => {
+  process.stderr.write(`${stamp()} ${line}\n`);
+};
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const pmx = require('pmx') as PmxLike & { initModule(opts: object): { module_conf?: Record<string, unknown> } };
+  const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
+  const moduleConf = conf.module_conf ?? {};
+
+  const state = new StateFile(stateDir(NAME));
+  const saved = state.load();
+  const { settings, problems } = parseSettings(moduleConf, saved.settings);
+  for (const p of problems) warn(p.message);
+  const unknown = unknownKeys(moduleConf);
+  if (unknown.length > 0) warn(`ignoring unknown setting(s) ${unknown.join(', ')}; known: ${Object.keys(settings).join(', ')}`);
+
+  const reporter = new Reporter(log, warn);
+  const client = createPm2Client();
+  await client.connect();
+  const relay = new Relay({
+    client,
+    settings,
+    reporter,
+    knownInstanceVars: saved.instanceVars,
+    globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
+  });
+  await relay.start(saved.held);
+  const save = (held?: Record<string, OutPacket[]>): void =>
+    state.save({ settings, instanceVars: relay.registry.instanceVars(), held });
+  try {
+    save();
+  } catch (err) {
+    warn(`cannot write ${state.file}: ${(err as Error).message} (settings and held packets will not survive a restart)`);
+  }
+
+  const meter = new RateMeter();
+  registerProbes(pmx, relay, meter);
+  registerActions(pmx, { relay, log, settingsLine: () => formatSettings(settings), version: pkg.version });
+
+  log(
+    `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
+      `settings: ${formatSettings(settings)}`,
+  );
+
+  let seconds = 0;
+  const timer = setInterval(() => {
+    seconds++;
+    meter.sample(relay.counters, Date.now());
+    relay.tick();
+    if (seconds % settings.report_interval === 0) reporter.flush();
+    if ((seconds * 1000) % RECONCILE_EVERY_MS === 0) {
+      relay.reconcile().catch((err: Error) => warn(`could not re-read the process list: ${err.message}`));
+    }
+  }, 1000);
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(timer);
+    const drained = await relay.drain(SHUTDOWN_BUDGET_MS);
+    relay.stop();
+    const held = relay.heldPackets();
+    const n = Object.values(held).reduce((s, l) => s + l.length, 0);
+    try {
+      save(n > 0 ? held : undefined);
+    } catch (err) {
+      warn(`cannot save ${n} held packets to ${state.file}: ${(err as Error).message}`);
+    }
+    reporter.flush();
+    log(`${signal}: stopping; delivered everything deliverable: ${drained ? 'yes' : 'no (time ran out)'}; ${n} held log packets kept for the next start`);
+    await Promise.race([client.close(), new Promise((r) => setTimeout(r, 200))]);
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+}
+
+// A bug in one packet's path must not take the relay down (its restart loses what the bus
+// carries meanwhile): say it and carry on, unless errors keep coming.
+let recentErrors: number[] = [];
+process.on('uncaughtException', (err) => {
+  const now = Date.now();
+  recentErrors = recentErrors.filter((t) => now - t < 60_000);
+  recentErrors.push(now);
+  warn(`internal error (${recentErrors.length} in the last minute): ${err && err.stack ? err.stack : String(err)}`);
+  if (recentErrors.length > 20) process.exit(1);
+});
+process.on('unhandledRejection', (err) => {
+  warn(`internal error (unhandled rejection): ${err instanceof Error ? err.stack : String(err)}`);
+});
+
+main().catch((err: Error) => {
+  warn(`${NAME} could not start: ${err && err.stack ? err.stack : String(err)}`);
+  process.exit(1);
+});

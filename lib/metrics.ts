@@ -1,0 +1,111 @@
+/**
+ * What `pm2 show` / `pm2 monit` display (pmx probes) and what `pm2 trigger` can ask (pmx actions).
+ * Counters are plain numbers bumped on the hot path; rates are derived here once a second.
+ */
+import type { Counters } from './outbox';
+import type { AppStatus, Relay } from './relay';
+
+export interface PmxLike {
+  probe(): { metric(opts: { name: string; value: () => number | string; unit?: string }): unknown };
+  action(name: string, fn: (...args: any[]) => void): void;
+}
+
+export interface Rates {
+  inPerSec: number;
+  outPerSec: number;
+}
+
+/** Per-second rates from counter samples. */
+export class RateMeter {
+  #lastIn = 0;
+  #lastOut = 0;
+  #lastAt = 0;
+  rates: Rates = { inPerSec: 0, outPerSec: 0 };
+
+  sample(c: Counters, now: number): void {
+    const out = c.out + c.relayed;
+    if (this.#lastAt !== 0 && now > this.#lastAt) {
+      const s = (now - this.#lastAt) / 1000;
+      this.rates = { inPerSec: Math.round((c.in - this.#lastIn) / s), outPerSec: Math.round((out - this.#lastOut) / s) };
+    }
+    this.#lastIn = c.in;
+    this.#lastOut = out;
+    this.#lastAt = now;
+  }
+}
+
+export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): void {
+  const probe = pmx.probe();
+  const c = relay.counters;
+  probe.metric({ name: 'packets in/s', value: () => meter.rates.inPerSec });
+  probe.metric({ name: 'packets out/s', value: () => meter.rates.outPerSec });
+  probe.metric({ name: 'held now', value: () => c.held });
+  probe.metric({ name: 'dropped total', value: () => c.dropped });
+  probe.metric({ name: 'malformed total', value: () => c.malformed });
+  probe.metric({ name: 'apps tracked', value: () => relay.status().length });
+  probe.metric({ name: 'apps without writer', value: () => relay.appsWithoutWriter() });
+}
+
+/** A fixed-width table of the status rows, for people (the action's reply is JSON for programs). */
+export function formatStatusTable(rows: AppStatus[]): string {
+  const head = ['namespace', 'name', 'inst', 'online', 'writer', 'held', 'inflight', 'forwarded', 'dropped', 'last problem'];
+  const body = rows.map((r) => [
+    r.namespace,
+    r.name,
+    String(r.instances),
+    String(r.online),
+    r.writer_pm_id === null ? '-' : `${r.writer_pm_id}#${r.writer_instance}${r.writer_ready ? '' : ' (not ready)'}`,
+    String(r.held),
+    String(r.in_flight),
+    String(r.forwarded),
+    String(r.dropped),
+    r.last_problem ? r.last_problem.slice(0, 80) : '-',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  return [head, ...body].map((cols) => cols.map((col, i) => col.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+export interface ActionDeps {
+  relay: Relay;
+  log(line: string): void;
+  settingsLine(): string;
+  version: string;
+}
+
+/** `pm2 trigger pm2-scoped-intercom <action> [param]`. Every action replies, even on error. */
+export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
+  const safe = (fn: (param: unknown) => unknown | Promise<unknown>) => (param: unknown, reply: (data: unknown) => void) => {
+    Promise.resolve()
+      .then(() => fn(param))
+      .then(
+        (data) => reply(data),
+        (err: Error) => reply({ error: err && err.message ? err.message : String(err) }),
+      );
+  };
+  pmx.action(
+    'status',
+    safe(() => {
+      const apps = deps.relay.status();
+      deps.log(`status:\n${formatStatusTable(apps)}`);
+      return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, apps };
+    }),
+  );
+  pmx.action(
+    'reconcile',
+    safe(async () => {
+      await deps.relay.reconcile();
+      return { ok: true, apps: deps.relay.status().length };
+    }),
+  );
+  pmx.action(
+    'drop-held',
+    safe((param) => {
+      const name = typeof param === 'string' ? param : '';
+      if (!name) return { error: 'usage: pm2 trigger pm2-scoped-intercom drop-held <app name>' };
+      const n = deps.relay.dropHeld(name);
+      if (n === undefined) return { error: `no held packets for an app named ${name}` };
+      deps.log(`operator dropped ${n} held log packets of app ${name}`);
+      return { ok: true, dropped: n };
+    }),
+  );
+}

@@ -1,0 +1,67 @@
+/**
+ * What the module says in `pm2 logs`: plain lines, never one per packet. Diagnoses are said once
+ * per app and problem; counts (drops, malformed packets) are summed and said at most once per
+ * `report_interval`.
+ */
+import { formatAppKey } from './registry';
+
+export type LogFn = (line: string) => void;
+
+export interface AppProblem {
+  at: number;
+  text: string;
+}
+
+export class Reporter {
+  readonly #log: LogFn;
+  readonly #warn: LogFn;
+  readonly #said = new Set<string>();
+  readonly #pending = new Map<string, number>();
+  readonly #lastProblem = new Map<string, AppProblem>();
+  readonly #now: () => number;
+
+  constructor(log: LogFn, warn: LogFn, now: () => number = Date.now) {
+    this.#log = log;
+    this.#warn = warn;
+    this.#now = now;
+  }
+
+  info(line: string): void {
+    this.#log(line);
+  }
+
+  warn(line: string): void {
+    this.#warn(line);
+  }
+
+  /** A problem of one app, said once per (app, kind) until `forget` is called for the app. */
+  diagnose(appKey: string, kind: string, text: string): void {
+    this.#lastProblem.set(appKey, { at: this.#now(), text: `${kind}: ${text}` });
+    const id = `${appKey}\u0001${kind}`;
+    if (this.#said.has(id)) return;
+    this.#said.add(id);
+    this.#warn(`DIAGNOSIS ${kind} app=${formatAppKey(appKey)}: ${text}`);
+  }
+
+  lastProblem(appKey: string): AppProblem | undefined {
+    return this.#lastProblem.get(appKey);
+  }
+
+  forget(appKey: string): void {
+    this.#lastProblem.delete(appKey);
+    for (const id of this.#said) if (id.startsWith(`${appKey}\u0001`)) this.#said.delete(id);
+  }
+
+  /** Count something to summarise later (`what` is the phrase, e.g. "malformed packets skipped (no-topic)"). */
+  count(what: string, n = 1): void {
+    this.#pending.set(what, (this.#pending.get(what) ?? 0) + n);
+  }
+
+  /** Say the counts gathered since the last flush, in one line; nothing if there are none. */
+  flush(): void {
+    if (this.#pending.size === 0) return;
+    const parts = [...this.#pending].map(([what, n]) => `${n} ${what}`);
+    this.#pending.clear();
+    this.#warn(`since the last report: ${parts.join('; ')}`);
+  }
+}

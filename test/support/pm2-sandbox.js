@@ -1,0 +1,157 @@
+'use strict';
+/**
+ * A private PM2 for tests, the demo and the bench: its own PM2_HOME in a temp dir, driven through
+ * the real `pm2` CLI, killed at the end (`pm2 kill` with that PM2_HOME only, never ~/.pm2).
+ */
+const { execFile, execFileSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PM2_BIN = require.resolve('pm2/bin/pm2', { paths: [ROOT] });
+const MODULE = 'pm2-scoped-intercom';
+const live = new Set();
+
+function killSync(home) {
+  try {
+    execFileSync(process.execPath, [PM2_BIN, 'kill'], { env: sandboxEnv(home), stdio: 'ignore', timeout: 20000 });
+  } catch {
+    /* already gone */
+  }
+}
+
+// Last resort: a test runner that dies still takes its daemons with it.
+process.on('exit', () => {
+  for (const home of live) killSync(home);
+});
+
+function sandboxEnv(home, extra = {}) {
+  const env = { ...process.env, PM2_HOME: home, ...extra };
+  // Our own variables must not leak into the apps PM2 starts.
+  delete env.PM2_USAGE;
+  delete env.PM2_PROGRAMMATIC;
+  return env;
+}
+
+/** Poll `check` until it returns a truthy value, at most `timeoutMs`. */
+async function waitFor(check, { timeoutMs = 30000, every = 100, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
+
+/** `npm pack` the project (prepack builds dist/) into `dest`; returns the tarball's absolute path. */
+function packTarball(dest = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-pack-'))) {
+  const out = execFileSync('npm', ['pack', '--silent', '--pack-destination', dest], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const name = out.trim().split('\n').pop().trim();
+  const file = path.join(dest, name);
+  if (!fs.existsSync(file)) throw new Error(`npm pack did not produce ${file}: ${out}`);
+  return file;
+}
+
+class Pm2Sandbox {
+  /** @param {string} [prefix] */
+  static create(prefix = 'pm2si-') {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    return new Pm2Sandbox(dir);
+  }
+
+  constructor(dir) {
+    this.dir = dir;
+    this.home = path.join(dir, 'pm2');
+    this.work = path.join(dir, 'work');
+    fs.mkdirSync(this.home, { recursive: true });
+    fs.mkdirSync(this.work, { recursive: true });
+    live.add(this.home);
+  }
+
+  get env() {
+    return sandboxEnv(this.home);
+  }
+
+  /** Run the pm2 CLI; resolves with stdout, rejects with stdout+stderr on a non-zero exit. */
+  pm2(args, { timeoutMs = 120000 } = {}) {
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, [PM2_BIN, ...args], { env: this.env, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
+        else resolve(stdout);
+      });
+    });
+  }
+
+  async jlist() {
+    const out = await this.pm2(['jlist']);
+    const start = out.indexOf('[');
+    return JSON.parse(out.slice(start));
+  }
+
+  /** pm2 install <absolute tarball>, then wait until the module is online. */
+  async install(tarball) {
+    await this.pm2(['install', path.resolve(tarball)], { timeoutMs: 180000 });
+    await this.waitModuleOnline();
+  }
+
+  async moduleProc() {
+    const list = await this.jlist();
+    return list.find((p) => p.name === MODULE);
+  }
+
+  async waitModuleOnline(timeoutMs = 30000) {
+    return waitFor(
+      async () => {
+        const m = await this.moduleProc();
+        return m && m.pm2_env.status === 'online' && this.moduleLog().includes('relaying') ? m : undefined;
+      },
+      { timeoutMs, every: 200, what: 'the module to be online' },
+    );
+  }
+
+  /** Everything the module wrote to `pm2 logs` (stdout and stderr). */
+  moduleLog() {
+    let text = '';
+    for (const f of [`${MODULE}-out.log`, `${MODULE}-error.log`]) {
+      const p = path.join(this.home, 'logs', f);
+      if (fs.existsSync(p)) text += fs.readFileSync(p, 'utf8');
+    }
+    return text;
+  }
+
+  /** Write an ecosystem file for `apps` and `pm2 start` it. */
+  async start(apps, name = `eco-${Date.now()}`) {
+    const file = path.join(this.work, `${name}.config.js`);
+    fs.writeFileSync(file, `module.exports = ${JSON.stringify({ apps }, null, 2)};\n`);
+    await this.pm2(['start', file]);
+    return file;
+  }
+
+  /** `pm2 trigger pm2-scoped-intercom <action> [param]` -> the parsed reply. */
+  async trigger(action, param) {
+    const out = await this.pm2(['trigger', MODULE, action, ...(param === undefined ? [] : [param])], { timeoutMs: 20000 });
+    const m = out.match(/\]=(.*)$/m);
+    if (!m) throw new Error(`no reply to ${action}: ${out}`);
+    return JSON.parse(m[1]);
+  }
+
+  async kill() {
+    await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home));
+    live.delete(this.home);
+  }
+
+  /** Kill the daemon and remove the temp dir (unless KEEP_SANDBOX is set, for debugging). */
+  async destroy() {
+    await this.kill();
+    if (!process.env.KEEP_SANDBOX) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+module.exports = { Pm2Sandbox, packTarball, waitFor, ROOT, MODULE, PM2_BIN };
