@@ -9,7 +9,7 @@ import { newCounters, Outbox, type AppQueue, type Counters, type OutPacket } fro
 import type { Pm2Client } from './pm2-client';
 import { formatAppKey, Registry, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
-import { route, type DropReason } from './router';
+import { logTopicSet, route, type DropReason } from './router';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -94,7 +94,7 @@ export class Relay {
     this.#reporter = opts.reporter;
     this.#now = opts.now ?? Date.now;
     this.#timers = opts.timers ?? realTimers;
-    this.#topics = new Set(opts.settings.log_topics);
+    this.#topics = logTopicSet(opts.settings);
     this.#heldWarnAfter = opts.heldWarnAfter ?? 5000;
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,

@@ -5,6 +5,16 @@
 import type { Settings } from './config';
 import { appKeyOf, isParkedPmId, numericPmId, type Registry } from './registry';
 
+/** Always routed like a log topic: what the package's own client (`pm2-scoped-intercom/client`) sends. */
+export const CLIENT_LOG_TOPIC = 'pm2-scoped-intercom:log';
+/** A writer's announcement that it listens (the client sends it), like PM2's `process.send('ready')`. */
+export const CLIENT_READY_TOPIC = 'pm2-scoped-intercom:ready';
+
+/** The topics routed to writers: the `log_topics` setting plus the client's own. */
+export function logTopicSet(settings: Settings): ReadonlySet<string> {
+  return new Set([...settings.log_topics, CLIENT_LOG_TOPIC]);
+}
+
 export type DropReason =
   | 'malformed'
   | 'no-topic'
@@ -40,6 +50,7 @@ export function route(msg: BusMessage, registry: Registry, settings: Settings, l
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { kind: 'drop', reason: 'malformed' };
   const { topic, data } = raw as { topic?: unknown; data?: unknown };
   if (typeof topic !== 'string' || topic === '') return { kind: 'drop', reason: 'no-topic' };
+  if (topic === CLIENT_READY_TOPIC) return senderId === undefined ? { kind: 'drop', reason: 'unknown-sender' } : { kind: 'ready', pmId: senderId };
   if (data === undefined) return { kind: 'drop', reason: 'no-data' };
 
   const namespace = typeof sender.namespace === 'string' && sender.namespace !== '' ? sender.namespace : 'default';
