@@ -6,6 +6,7 @@
  * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
  * packet goes back to the front of its app's queue.
  */
+import { createPreciseClock } from './clock';
 import { Deque } from './deque';
 
 export interface OutPacket {
@@ -52,7 +53,10 @@ interface Target {
   readonly sentPackets: Deque<OutPacket>;
   readonly sentApps: Deque<AppQueue | null>;
   readonly sentAt: Deque<number>;
-  /** Log packets PM2 accepted lately, kept a short while in case they reached a new generation. */
+  /**
+   * Log packets PM2 accepted lately, kept a short while in case they reached a new generation,
+   * with the estimated time PM2 handled each (midway between our send and its answer).
+   */
   readonly recentPackets: Deque<OutPacket>;
   readonly recentApps: Deque<AppQueue>;
   readonly recentAt: Deque<number>;
@@ -83,7 +87,7 @@ export interface OutboxDeps {
   /** The generation (pm_uptime) PM2 reported for this process. */
   generationOf(pmId: number): number;
   now(): number;
-  /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default performance-based */
+  /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
   counters: Counters;
   bufferMax: number;
@@ -95,10 +99,12 @@ export class Outbox {
   readonly #targets = new Map<number, Target>();
   readonly #deps: OutboxDeps;
   readonly #c: Counters;
+  readonly #clock: () => number;
 
   constructor(deps: OutboxDeps) {
     this.#deps = deps;
     this.#c = deps.counters;
+    this.#clock = deps.preciseNow ?? createPreciseClock();
   }
 
   apps(): IterableIterator<AppQueue> {
@@ -186,13 +192,15 @@ export class Outbox {
     this.#targets.delete(pmId);
     t.broken = true;
     if (!newGeneration) return;
-    t.replayFrom = startedAt;
+    // pm_uptime is a whole millisecond: the replacement happened somewhere within it.
+    const cut = startedAt + 0.5;
+    t.replayFrom = cut;
     const byApp = new Map<AppQueue, OutPacket[]>();
     while (t.recentAt.size > 0) {
       const at = t.recentAt.shift() as number;
       const packet = t.recentPackets.shift() as OutPacket;
       const app = t.recentApps.shift() as AppQueue;
-      if (at < startedAt) continue;
+      if (at < cut) continue;
       let list = byApp.get(app);
       if (!list) byApp.set(app, (list = []));
       list.push(packet);
@@ -275,7 +283,7 @@ export class Outbox {
     t.inflight--;
     const packet = t.sentPackets.shift() as OutPacket;
     const app = t.sentApps.shift() as AppQueue | null;
-    const sentAt = t.sentAt.shift() as number;
+    const handledAt = ((t.sentAt.shift() as number) + this.#preciseNow()) / 2;
     if (app) app.inflight--;
     if (err) {
       this.#c.sendErrors++;
@@ -296,14 +304,14 @@ export class Outbox {
         t.relays.clear();
       }
     } else if (app) {
-      if (sentAt >= t.replayFrom) {
+      if (handledAt >= t.replayFrom) {
         // Accepted by a generation that was not listening yet: send again when it is.
         this.#requeueFront(app, [packet]);
         this.#deps.onReplay?.(t.pmId, 1);
       } else {
         this.#c.out++;
         app.forwarded++;
-        if (!t.broken) this.#remember(t, packet, app, sentAt);
+        if (!t.broken) this.#remember(t, packet, app, handledAt);
       }
     } else {
       this.#c.relayed++;
@@ -323,7 +331,7 @@ export class Outbox {
   }
 
   #preciseNow(): number {
-    return this.#deps.preciseNow ? this.#deps.preciseNow() : performance.timeOrigin + performance.now();
+    return this.#clock();
   }
 
   #remember(t: Target, packet: OutPacket, app: AppQueue, at: number): void {

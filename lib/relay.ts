@@ -37,6 +37,8 @@ export interface RelayOptions {
   globalInstanceVar?: string;
   /** How long an app may hold packets before the module says why (ms). @default 5000 */
   heldWarnAfter?: number;
+  /** Sub-millisecond epoch clock for send times (compared with PM2's pm_uptime). */
+  preciseNow?: () => number;
 }
 
 export interface AppStatus {
@@ -117,6 +119,7 @@ export class Relay {
       },
       generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
       now: this.#now,
+      preciseNow: opts.preciseNow,
       counters: this.counters,
       bufferMax: opts.settings.buffer_max,
       maxInflight: opts.settings.max_inflight,

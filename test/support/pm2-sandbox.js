@@ -11,11 +11,12 @@ const path = require('path');
 const ROOT = path.resolve(__dirname, '..', '..');
 const PM2_BIN = require.resolve('pm2/bin/pm2', { paths: [ROOT] });
 const MODULE = 'pm2-scoped-intercom';
-const live = new Set();
+/** PM2_HOME -> the pm2 CLI script that runs its daemon. */
+const live = new Map();
 
-function killSync(home) {
+function killSync(home, pm2Bin = PM2_BIN) {
   try {
-    execFileSync(process.execPath, [PM2_BIN, 'kill'], { env: sandboxEnv(home), stdio: 'ignore', timeout: 20000 });
+    execFileSync(process.execPath, [pm2Bin, 'kill'], { env: sandboxEnv(home), stdio: 'ignore', timeout: 20000 });
   } catch {
     /* already gone */
   }
@@ -23,7 +24,7 @@ function killSync(home) {
 
 // Last resort: a test runner that dies still takes its daemons with it.
 process.on('exit', () => {
-  for (const home of live) killSync(home);
+  for (const [home, bin] of live) killSync(home, bin);
 });
 
 function sandboxEnv(home, extra = {}) {
@@ -60,19 +61,24 @@ function packTarball(dest = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-pack-')
 }
 
 class Pm2Sandbox {
-  /** @param {string} [prefix] */
-  static create(prefix = 'pm2si-') {
+  /**
+   * @param {string} [prefix]
+   * @param {{ pm2Bin?: string }} [opts]  pm2Bin: path to another pm2 CLI script (bin/pm2) to run
+   *   as daemon and CLI (default: the project's own pm2)
+   */
+  static create(prefix = 'pm2si-', opts = {}) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-    return new Pm2Sandbox(dir);
+    return new Pm2Sandbox(dir, opts);
   }
 
-  constructor(dir) {
+  constructor(dir, { pm2Bin = PM2_BIN } = {}) {
     this.dir = dir;
+    this.pm2Bin = pm2Bin;
     this.home = path.join(dir, 'pm2');
     this.work = path.join(dir, 'work');
     fs.mkdirSync(this.home, { recursive: true });
     fs.mkdirSync(this.work, { recursive: true });
-    live.add(this.home);
+    live.set(this.home, this.pm2Bin);
   }
 
   get env() {
@@ -82,7 +88,7 @@ class Pm2Sandbox {
   /** Run the pm2 CLI; resolves with stdout, rejects with stdout+stderr on a non-zero exit. */
   pm2(args, { timeoutMs = 120000 } = {}) {
     return new Promise((resolve, reject) => {
-      execFile(process.execPath, [PM2_BIN, ...args], { env: this.env, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      execFile(process.execPath, [this.pm2Bin, ...args], { env: this.env, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
         else resolve(stdout);
       });
@@ -143,7 +149,7 @@ class Pm2Sandbox {
   }
 
   async kill() {
-    await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home));
+    await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home, this.pm2Bin));
     live.delete(this.home);
   }
 

@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { electWriter } from '../../lib/election';
+import { appKeyOf, Registry } from '../../lib/registry';
+import { cluster, env } from './fakes';
+
+const NOW = 100_000;
+
+describe('Registry', () => {
+  it('groups processes by name and namespace', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applySnapshot([...cluster('api', 2, 0), ...cluster('api', 2, 2, { namespace: 'staging' }), env({ pm_id: 4, name: 'worker', exec_mode: 'fork_mode', NODE_APP_INSTANCE: 0 })], NOW);
+    expect(r.app(appKeyOf('api', 'default'))!.pmIds).toEqual(new Set([0, 1]));
+    expect(r.app(appKeyOf('api', 'staging'))!.pmIds).toEqual(new Set([2, 3]));
+    expect(r.process(4)!.clusterMode).toBe(false);
+  });
+
+  it('takes a process that has run for longer than ready_delay as ready, a fresh one only later', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applySnapshot([env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 5000 }), env({ pm_id: 1, name: 'b', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 10 })], NOW);
+    expect(r.process(0)!.readyAt).toBe(NOW - 4000);
+    expect(r.process(1)!.readyAt).toBe(NOW + 990);
+  });
+
+  it('follows online, exit and stop events; an online event starts a new ready delay', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applySnapshot(cluster('a', 2, 0, { pm_uptime: 0 }), NOW);
+    expect(r.applyEvent('exit', env({ pm_id: 0, name: 'a', status: 'stopping', NODE_APP_INSTANCE: 0 }), NOW)).toEqual([{ kind: 'offline', proc: r.process(0) }]);
+    expect(r.process(0)!.readyAt).toBe(Infinity);
+    expect(r.applyEvent('exit', env({ pm_id: 0, name: 'a', status: 'stopped', NODE_APP_INSTANCE: 0 }), NOW)).toEqual([]);
+    const ch = r.applyEvent('online', env({ pm_id: 0, name: 'a', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: NOW }), NOW);
+    expect(ch[0].kind).toBe('online');
+    expect(r.process(0)!.status).toBe('online');
+    expect(r.process(0)!.readyAt).toBe(NOW + 1000);
+    expect(r.process(0)!.startedAt).toBe(NOW);
+  });
+
+  it('a wait_ready app is ready at its online event (PM2 sends it only after "ready")', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applyEvent('online', env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0, wait_ready: true }), NOW);
+    expect(r.process(0)!.readyAt).toBe(NOW);
+  });
+
+  it('markReady (process.send("ready")) cuts the delay short', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applyEvent('online', env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0 }), NOW);
+    expect(r.markReady(0, NOW + 5)!.readyAt).toBe(NOW + 5);
+  });
+
+  it('ignores parked _old_ workers of a reload', () => {
+    const r = new Registry({ readyDelay: 0 });
+    expect(r.applyEvent('exit', env({ pm_id: '_old_3', name: 'a', NODE_APP_INSTANCE: 0 }), NOW)).toEqual([]);
+    expect(r.size).toBe(0);
+  });
+
+  it('remembers a custom instance_var after PM2 resets it to NODE_APP_INSTANCE on restart', () => {
+    const r = new Registry({ readyDelay: 0 });
+    r.applySnapshot([env({ pm_id: 0, name: 'a', instance_var: 'INSTANCE_ID', INSTANCE_ID: 0 }), env({ pm_id: 1, name: 'a', instance_var: 'INSTANCE_ID', INSTANCE_ID: 1 })], NOW);
+    // After `pm2 restart 0`: instance_var says NODE_APP_INSTANCE, the number is still under INSTANCE_ID.
+    r.applyEvent('online', env({ pm_id: 0, name: 'a', instance_var: 'NODE_APP_INSTANCE', INSTANCE_ID: 0 }), NOW);
+    expect(r.process(0)!.instance).toBe(0);
+    expect(r.app(appKeyOf('a', 'default'))!.instanceVar).toBe('INSTANCE_ID');
+    expect(r.instanceVars()).toEqual({ [appKeyOf('a', 'default')]: 'INSTANCE_ID' });
+  });
+
+  it('uses an instance_var remembered by an earlier run of the module', () => {
+    const key = appKeyOf('a', 'default');
+    const r = new Registry({ readyDelay: 0, knownInstanceVars: { [key]: 'INSTANCE_ID' } });
+    r.applySnapshot([env({ pm_id: 0, name: 'a', instance_var: 'NODE_APP_INSTANCE', INSTANCE_ID: 0 })], NOW);
+    expect(r.process(0)!.instance).toBe(0);
+  });
+
+  it('honours the daemon-wide PM2_PROCESS_INSTANCE_VAR', () => {
+    const r = new Registry({ readyDelay: 0, globalInstanceVar: 'MY_ID' });
+    r.applySnapshot([env({ pm_id: 0, name: 'a', MY_ID: 0, NODE_APP_INSTANCE: 5 })], NOW);
+    expect(r.process(0)!.instance).toBe(0);
+  });
+
+  it('reports processes and apps gone from a fresh list (PM2 has no delete event)', () => {
+    const r = new Registry({ readyDelay: 0 });
+    r.applySnapshot([...cluster('a', 2, 0), ...cluster('b', 1, 2)], NOW);
+    const ch = r.applySnapshot(cluster('a', 2, 0), NOW);
+    expect(ch.map((c) => c.kind)).toEqual(['removed', 'app-removed']);
+    expect(r.app(appKeyOf('b', 'default'))).toBeUndefined();
+  });
+});
+
+describe('electWriter', () => {
+  const r = new Registry({ readyDelay: 0 });
+  r.applySnapshot([...cluster('a', 3, 0, { pm_uptime: 0 })], NOW);
+
+  it('picks the online, ready process numbered writer_instance', () => {
+    expect(electWriter(r.processesOf(r.app(appKeyOf('a', 'default'))!), 0, NOW).writer!.pmId).toBe(0);
+    expect(electWriter(r.processesOf(r.app(appKeyOf('a', 'default'))!), 2, NOW).writer!.pmId).toBe(2);
+  });
+
+  it('has no writer when no process carries the number, and says when one will be ready', () => {
+    const r2 = new Registry({ readyDelay: 1000 });
+    r2.applyEvent('online', env({ pm_id: 7, name: 'a', NODE_APP_INSTANCE: 0 }), NOW);
+    const e = electWriter(r2.processesOf(r2.app(appKeyOf('a', 'default'))!), 0, NOW);
+    expect(e.writer).toBeUndefined();
+    expect(e.readyAt).toBe(NOW + 1000);
+    expect(electWriter(r2.processesOf(r2.app(appKeyOf('a', 'default'))!), 3, NOW).claimants).toEqual([]);
+  });
+
+  it('with duplicate numbers, the lowest pm_id wins and all claimants are listed', () => {
+    const r3 = new Registry({ readyDelay: 0 });
+    r3.applySnapshot([env({ pm_id: 5, name: 'a', NODE_APP_INSTANCE: 0, pm_uptime: 0 }), env({ pm_id: 2, name: 'a', NODE_APP_INSTANCE: 0, pm_uptime: 0 })], NOW);
+    const e = electWriter(r3.processesOf(r3.app(appKeyOf('a', 'default'))!), 0, NOW);
+    expect(e.writer!.pmId).toBe(2);
+    expect(e.claimants.map((p) => p.pmId)).toEqual([2, 5]);
+  });
+});

@@ -1,0 +1,177 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULTS, type Settings } from '../../lib/config';
+import { Relay } from '../../lib/relay';
+import { Reporter } from '../../lib/reporter';
+import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
+
+async function setup(over: Partial<Settings> = {}, procs = [...cluster('web', 4, 0, { pm_uptime: 0 }), ...cluster('api', 2, 4, { pm_uptime: 0 })]) {
+  const settings = { ...DEFAULTS, ready_delay: 1000, ...over } as Settings;
+  const client = new FakeClient();
+  client.procs = procs;
+  const timers = new FakeTimers();
+  const lines: string[] = [];
+  const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
+  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now });
+  await relay.start();
+  lines.length = 0; // the start-up lines (each app's writer)
+  return { relay, client, timers, lines, reporter, settings };
+}
+
+const logs = (client: FakeClient, pmId: number, name: string, from: number, to: number) => {
+  for (let i = from; i < to; i++) client.msg(pmId, name, { topic: 'log4js:message', data: `${name}-${pmId}-${i}` });
+};
+
+describe('Relay', () => {
+  it('delivers each app\'s log packets, in order, only to that app\'s writer', async () => {
+    const { client } = await setup();
+    logs(client, 1, 'web', 0, 50);
+    logs(client, 5, 'api', 0, 50);
+    logs(client, 2, 'web', 0, 50);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent.filter((s) => s.pmId === 0).map((s) => s.data)).toEqual([...Array.from({ length: 50 }, (_, i) => `web-1-${i}`), ...Array.from({ length: 50 }, (_, i) => `web-2-${i}`)]);
+    expect(client.sent.filter((s) => s.pmId === 4)).toHaveLength(50);
+    expect(client.sent.every((s) => s.pmId === 0 || s.pmId === 4)).toBe(true);
+  });
+
+  it('keeps at most max_inflight sends out per target', async () => {
+    const { client, relay } = await setup({ max_inflight: 3 });
+    client.autoAnswer = false;
+    logs(client, 1, 'web', 0, 10);
+    expect(client.pending).toHaveLength(3);
+    expect(relay.counters.held).toBe(7);
+    client.answer(1);
+    expect(client.pending).toHaveLength(3);
+    client.answer();
+    client.answer();
+    client.answer();
+    client.answer();
+    expect(client.sent).toHaveLength(10);
+    expect(relay.counters).toMatchObject({ in: 10, out: 10, held: 0 });
+  });
+
+  it('holds while the writer restarts and delivers in order, exactly once, when it is ready', async () => {
+    const { client, timers, relay, lines } = await setup();
+    client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopping', NODE_APP_INSTANCE: 0 }));
+    logs(client, 1, 'web', 0, 30);
+    await flush();
+    expect(client.sent).toHaveLength(0);
+    expect(relay.counters.held).toBe(30);
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: timers.now }));
+    logs(client, 1, 'web', 30, 40);
+    timers.advance(999);
+    for (let i = 0; i < 5; i++) await flush();
+    expect(client.sent).toHaveLength(0); // not before ready_delay: log4js may not listen yet
+    timers.advance(1);
+    for (let i = 0; i < 60; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 40 }, (_, i) => `web-1-${i}`));
+    expect(lines.some((l) => l.includes('delivering 40 held log packets to writer pm_id=0'))).toBe(true);
+  });
+
+  it('an "offline" refusal re-holds the packet in order and stops sending to that process', async () => {
+    const { client, timers, relay } = await setup({ max_inflight: 4 });
+    client.autoAnswer = false;
+    logs(client, 1, 'web', 0, 10);
+    client.answer(2); // 0,1 delivered
+    client.answer(2, new Error('Process with ID <0> offline.')); // 2,3 refused
+    expect(client.pending).toHaveLength(2); // 4,5 already out: answered later
+    client.answer(2, new Error('Process with ID <0> offline.'));
+    expect(client.pending).toHaveLength(0);
+    expect(relay.counters.held).toBe(8);
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: timers.now }));
+    timers.advance(1000);
+    while (client.pending.length > 0) client.answer(1);
+    expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 10 }, (_, i) => `web-1-${i}`));
+    expect(relay.counters).toMatchObject({ out: 10, held: 0, dropped: 0 });
+  });
+
+  it('re-sends what PM2 handed to a new generation before it listened (reload/crash: no event first)', async () => {
+    const { client, timers, relay } = await setup();
+    logs(client, 1, 'web', 0, 5);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent).toHaveLength(5);
+    // A reload parks the old writer and starts a new pm_id 0 at `restartAt`; we learn it only at
+    // its online event, after 3 more packets went to pm_id 0.
+    timers.advance(10);
+    const restartAt = timers.now;
+    timers.advance(1);
+    logs(client, 1, 'web', 5, 8);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent).toHaveLength(8);
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    expect(relay.counters.held).toBeGreaterThan(0);
+    timers.advance(1000);
+    for (let i = 0; i < 40; i++) await flush();
+    const delivered = client.sent.map((s) => s.data);
+    // 5,6,7 went into the new generation too early: sent again after the ready delay.
+    expect(delivered.slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
+    expect(relay.counters.out).toBe(8);
+  });
+
+  it('drops the oldest past buffer_max, counts them and says so once', async () => {
+    const { client, relay, lines, reporter } = await setup({ buffer_max: 5 });
+    client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopped', NODE_APP_INSTANCE: 0 }));
+    logs(client, 1, 'web', 0, 12);
+    expect(relay.counters).toMatchObject({ held: 5, dropped: 7 });
+    reporter.flush();
+    expect(lines.filter((l) => l.includes('hold buffer full'))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes('DIAGNOSIS buffer-full'))).toHaveLength(1);
+  });
+
+  it('drops what a deleted app held, with one line', async () => {
+    const { client, relay, lines, timers } = await setup();
+    client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopped', NODE_APP_INSTANCE: 0 }));
+    logs(client, 1, 'web', 0, 7);
+    client.procs = client.procs.filter((p) => p.name !== 'web');
+    timers.advance(1000); // the reconcile scheduled after an exit
+    for (let i = 0; i < 10; i++) await flush();
+    expect(relay.counters).toMatchObject({ held: 0, dropped: 7 });
+    expect(lines.filter((l) => l.includes('was deleted: dropped 7 log packets'))).toHaveLength(1);
+  });
+
+  it('counts malformed packets without a line per packet', async () => {
+    const { client, relay, lines, reporter } = await setup();
+    for (const raw of ['s', 1, null, [1], { a: 1 }, { topic: 'x' }]) client.msg(1, 'web', raw);
+    expect(relay.counters.malformed).toBe(6);
+    expect(lines).toHaveLength(0);
+    reporter.flush();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/malformed packets skipped/);
+  });
+
+  it('diagnoses a writer that sends log packets itself, once', async () => {
+    const { client, lines } = await setup({}, cluster('web', 2, 0, { pm_uptime: 0, instance_var: 'INSTANCE_ID', INSTANCE_ID: undefined }).map((e, i) => ({ ...e, INSTANCE_ID: i })));
+    logs(client, 0, 'web', 0, 3);
+    const d = lines.filter((l) => l.includes('DIAGNOSIS writer-sends'));
+    expect(d).toHaveLength(1);
+    expect(d[0]).toContain("pm2InstanceVar: 'INSTANCE_ID'");
+  });
+
+  it('start-up: packets that arrive while the table is built wait for it', async () => {
+    const settings = { ...DEFAULTS, ready_delay: 0 } as Settings;
+    const client = new FakeClient();
+    client.procs = cluster('web', 2, 0, { pm_uptime: 0 });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const list = client.list.bind(client);
+    client.list = async () => {
+      await gate;
+      return list();
+    };
+    const relay = new Relay({ client, settings, reporter: new Reporter(() => {}, () => {}) });
+    const started = relay.start();
+    await flush();
+    logs(client, 1, 'web', 0, 3);
+    release();
+    await started;
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0', 'web-1-1', 'web-1-2']);
+  });
+
+  it('the status rows name the writer, held and forwarded counts', async () => {
+    const { client, relay } = await setup();
+    logs(client, 1, 'web', 0, 4);
+    for (let i = 0; i < 10; i++) await flush();
+    const web = relay.status().find((r) => r.name === 'web')!;
+    expect(web).toMatchObject({ namespace: 'default', instances: 4, online: 4, writer_pm_id: 0, writer_instance: 0, writer_ready: true, forwarded: 4, held: 0 });
+  });
+});
