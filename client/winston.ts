@@ -1,0 +1,207 @@
+/**
+ * `pm2-scoped-intercom/winston`: a winston 3 transport that gives each PM2 cluster app one
+ * writer. Put your real transports (File, DailyRotateFile, ...) inside it:
+ *
+ *   new IntercomTransport({ transports: () => [new winston.transports.File({ filename })] })
+ *
+ * On the app's writer (and outside PM2 cluster mode) records go to those transports; on the other
+ * instances they are sent to the writer through the pm2-scoped-intercom module. Requires winston
+ * (an optional peer dependency) when this file is loaded, not before.
+ */
+import type TransportStream from 'winston-transport';
+import { openChannel, type Channel, type ChannelOptions, type DrainOptions, type Role } from './index';
+
+const LEVEL = Symbol.for('level');
+const MESSAGE = Symbol.for('message');
+const SPLAT = Symbol.for('splat');
+
+type WinstonModule = {
+  Transport: typeof TransportStream;
+  config: { npm: { levels: Record<string, number> } };
+};
+
+function loadWinston(): WinstonModule {
+  try {
+    // The user's winston (a peer dependency): its Transport base, so `instanceof` and piping work.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('winston') as WinstonModule;
+  } catch (err) {
+    throw new Error(`pm2-scoped-intercom/winston needs winston 3: npm install winston (${(err as Error).message})`);
+  }
+}
+
+const winston = loadWinston();
+
+/** What travels from a sender to the writer: the info's plain fields, its level and its formatted line. */
+export interface WireInfo {
+  /** The info's own enumerable fields (level, message, metadata). */
+  i: Record<string, unknown>;
+  /** info[Symbol.for('level')]: the level name without colours. */
+  l?: string;
+  /** info[Symbol.for('message')]: the line as the sender's formats made it, if they did. */
+  m?: string;
+}
+
+/** An info object as it travels (the symbol-keyed fields become plain ones). */
+export function toWire(info: Record<string | symbol, unknown>): WireInfo {
+  const i: Record<string, unknown> = {};
+  for (const k of Object.keys(info)) i[k] = info[k];
+  const wire: WireInfo = { i };
+  const level = info[LEVEL];
+  if (typeof level === 'string') wire.l = level;
+  const message = info[MESSAGE];
+  if (typeof message === 'string') wire.m = message;
+  return wire;
+}
+
+/** The info object again, on the writer. */
+export function fromWire(wire: WireInfo): Record<string | symbol, unknown> {
+  const info: Record<string | symbol, unknown> = { ...(wire?.i ?? {}) };
+  info[LEVEL] = typeof wire?.l === 'string' ? wire.l : info.level;
+  if (typeof wire?.m === 'string') info[MESSAGE] = wire.m;
+  if (Array.isArray(info[SPLAT as never])) delete info[SPLAT];
+  return info;
+}
+
+export interface IntercomTransportOptions extends TransportStream.TransportStreamOptions, ChannelOptions {
+  /**
+   * The transports that write, on the writer only: an array, or (better) a function returning
+   * one, called only in a process that writes, so the other instances never open the files.
+   */
+  transports: TransportStream[] | (() => TransportStream[]);
+  /** Channel name; give each intercom transport of an app its own. @default 'winston' */
+  channel?: string;
+}
+
+type Callback = () => void;
+
+/**
+ * The transport. `role` says what this process does; `shutdown()` before exiting delivers
+ * what is on its way and closes the inner transports.
+ */
+export class IntercomTransport extends winston.Transport {
+  readonly channel: Channel<WireInfo>;
+  readonly #factory: () => TransportStream[];
+  #inner: TransportStream[] | undefined;
+  #shutdown: Promise<void> | undefined;
+  /** Set once the inner destination is being ended: records after that are dropped. */
+  #ended = false;
+
+  constructor(opts: IntercomTransportOptions) {
+    super(opts);
+    if (!opts || (typeof opts.transports !== 'function' && !Array.isArray(opts.transports))) {
+      throw new TypeError('IntercomTransport: the transports option (an array of winston transports, or a function returning one) is required');
+    }
+    const t = opts.transports;
+    this.#factory = typeof t === 'function' ? t : () => t;
+    this.channel = openChannel<WireInfo>((wire) => this.#write(fromWire(wire)), { ...opts, channel: opts.channel ?? 'winston' });
+    // A writer opens its files now, not at the first record.
+    if (this.channel.isWriter) this.inner();
+  }
+
+  get role(): Role {
+    return this.channel.role;
+  }
+
+  get isWriter(): boolean {
+    return this.channel.isWriter;
+  }
+
+  /** The inner transports (created on first use; in a sender only if a record cannot be sent). */
+  inner(): TransportStream[] {
+    if (!this.#inner) {
+      const list = this.#factory();
+      if (!Array.isArray(list)) throw new TypeError('IntercomTransport: the transports function must return an array of winston transports');
+      this.#inner = list;
+      for (const tr of list) {
+        // Errors of an inner transport are this transport's errors (winston reports them).
+        tr.on('error', (err: unknown) => this.emit('error', err));
+      }
+    }
+    return this.#inner;
+  }
+
+  override log(info: Record<string | symbol, unknown>, callback: Callback): void {
+    if (this.#ended) {
+      callback();
+      return;
+    }
+    if (this.channel.isWriter) this.#write(info);
+    else this.channel.send(toWire(info));
+    this.emit('logged', info);
+    callback();
+  }
+
+  #write(info: Record<string | symbol, unknown>): void {
+    if (this.#ended) return;
+    const self = this as unknown as { levels?: Record<string, number>; parent?: unknown };
+    for (const tr of this.inner()) {
+      const t = tr as unknown as { levels?: Record<string, number>; parent?: unknown; writable?: boolean };
+      // What winston would have set had the logger been piped into it.
+      if (!t.levels) t.levels = self.levels ?? winston.config.npm.levels;
+      if (t.parent === undefined && self.parent) t.parent = self.parent;
+      if (t.writable === false) continue;
+      tr.write(info);
+    }
+  }
+
+  /**
+   * Before exiting: flush what this process sends, or on the writer take what is still on its
+   * way, then end the inner transports and wait until they have written everything. Call it in
+   * your SIGINT handler and exit when it resolves.
+   */
+  shutdown(opts: DrainOptions & { endTimeoutMs?: number } = {}): Promise<void> {
+    if (!this.#shutdown) {
+      this.#shutdown = (async () => {
+        // Still writing (and sending) while what is on its way comes in.
+        await this.channel.drain(opts);
+        this.#ended = true;
+        this.channel.close();
+        const inner = this.#inner ?? [];
+        await Promise.all(inner.map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000)));
+      })();
+    }
+    return this.#shutdown;
+  }
+
+  /** `logger.end()` ends this stream: its 'finish' comes once the inner transports have finished. */
+  override _final(callback: (error?: Error | null) => void): void {
+    this.shutdown().then(() => callback(), callback);
+  }
+
+  /** Called by winston when the transport is removed or the logger closes. */
+  override close(): void {
+    void this.shutdown();
+  }
+}
+
+function endStream(s: TransportStream, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const st = s as unknown as { writableFinished?: boolean; destroyed?: boolean };
+    if (st.writableFinished || st.destroyed) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(done, timeoutMs);
+    function done(): void {
+      clearTimeout(timer);
+      resolve();
+    }
+    s.once('finish', done);
+    s.once('close', done);
+    s.once('error', done);
+    try {
+      s.end();
+    } catch {
+      done();
+    }
+  });
+}
+
+/** Same as `new IntercomTransport(opts)`. */
+export function intercomTransport(opts: IntercomTransportOptions): IntercomTransport {
+  return new IntercomTransport(opts);
+}
+
+export { LOG_TOPIC, READY_TOPIC, detect, isWriter, announceReady } from './index';
+export type { Role, Placement, ClientOptions, DrainOptions } from './index';
