@@ -4,8 +4,13 @@
  *
  * Which pm2: under PM2 the module runs inside the daemon's own ProcessContainerFork.js, so the
  * daemon's installation is found next to `process.argv[1]`; its client speaks exactly the
- * daemon's protocol whatever its version. The package's own `pm2` dependency is the fallback
- * (outside PM2, or a layout we do not recognise).
+ * daemon's protocol whatever its version (5.4, 6.0 and 7.0 are tested: docs/compat.md). `pm2` is
+ * an optional peer dependency of the package, so `pm2 install` puts no second copy of PM2 into
+ * the module; a `pm2` that can be required (a dev checkout, or a user who installed one) is the
+ * fallback, outside PM2 or for a layout we do not recognise.
+ *
+ * What differs between PM2 versions is absorbed here, so the rest of the module sees one
+ * behaviour (see `normalizeEvents`).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -64,7 +69,11 @@ export function daemonPm2Root(argv1: string | undefined): string | undefined {
   return undefined;
 }
 
-export function loadPm2(argv1: string | undefined = process.argv[1]): LoadedPm2 {
+/**
+ * Load the daemon's own pm2 (found from `argv1`), else a `pm2` that `req` can find.
+ * `req` is there for tests.
+ */
+export function loadPm2(argv1: string | undefined = process.argv[1], req: (id: string) => unknown = require): LoadedPm2 {
   // Without this the API prints a line per call, and under a module's inherited PM2_USAGE=CLI an
   // error path can end in process.exit.
   process.env.PM2_PROGRAMMATIC = 'true';
@@ -72,16 +81,63 @@ export function loadPm2(argv1: string | undefined = process.argv[1]): LoadedPm2 
   const root = daemonPm2Root(argv1);
   if (root) {
     try {
-      const api = require(root) as Pm2Api;
+      const api = req(root) as Pm2Api;
       const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
       return { api, version, source: 'daemon' };
     } catch {
       /* fall back to our own */
     }
   }
-  const api = require('pm2') as Pm2Api;
-  const version = (require('pm2/package.json') as { version: string }).version;
+  let api: Pm2Api;
+  try {
+    api = req('pm2') as Pm2Api;
+  } catch (err) {
+    throw new Error(
+      `cannot load pm2: this process was not started by a PM2 daemon we recognise (script ${argv1 ?? 'unknown'}), ` +
+        `and no \`pm2\` package can be required from here (it is an optional peer dependency). ` +
+        `Run the module with \`pm2 install pm2-scoped-intercom\`, or install pm2 next to it. (${(err as Error).message})`,
+    );
+  }
+  const version = (req('pm2/package.json') as { version: string }).version;
   return { api, version, source: 'bundled' };
+}
+
+type EventPacket = { event?: unknown; process?: Record<string, unknown> } & Record<string, unknown>;
+
+/**
+ * One `online` per process generation (pm_id + PM2's pm_uptime), at the earliest sign of it.
+ *
+ * PM2 6 and 7 announce a (re)started process with `online` (still `launching`) and then
+ * `start` / `restart` / `reload`. PM2 5 (and 6/7 with `PM2_ENABLE_GIT_PARSING=true`) first say
+ * `start` / `restart` / `reload` with status `online` and emit `online` only after scanning the
+ * app's folder with git (vizion): tens of ms to seconds later, when the writer may long have been
+ * taking packets. So: on a `start` / `restart` / `reload` of an online generation not yet
+ * announced, pass a copy of it as `online` first; pass a later `online` of an already announced
+ * generation on no more (it would restart the readiness wait of a working writer).
+ * Everything else, including packets without a numeric pm_id and pm_uptime, passes unchanged.
+ */
+export function normalizeEvents(forward: (packet: unknown) => void): (packet: unknown) => void {
+  const announced = new Map<number, number>(); // pm_id -> pm_uptime announced online
+  return (packet) => {
+    if (packet === null || typeof packet !== 'object') return forward(packet);
+    const p = packet as EventPacket;
+    const env = p.process;
+    const id = env?.pm_id;
+    const generation = env?.pm_uptime;
+    if (typeof p.event !== 'string' || typeof id !== 'number' || typeof generation !== 'number') return forward(packet);
+    if (p.event === 'online') {
+      if (announced.get(id) === generation) return;
+      announced.set(id, generation);
+      return forward(packet);
+    }
+    if ((p.event === 'start' || p.event === 'restart' || p.event === 'reload') && env?.status === 'online' && announced.get(id) !== generation) {
+      announced.set(id, generation);
+      forward({ ...p, event: 'online' });
+    } else if (p.event === 'delete') {
+      announced.delete(id);
+    }
+    return forward(packet);
+  };
 }
 
 export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
@@ -102,7 +158,7 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
         api.launchBus((err, bus) => {
           if (err) return reject(err);
           bus.on('process:msg', handlers.message);
-          bus.on('process:event', handlers.event);
+          bus.on('process:event', normalizeEvents(handlers.event));
           resolve();
         });
       }),

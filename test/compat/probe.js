@@ -32,6 +32,8 @@ function summarizeEvent(p) {
   const e = p.process || {};
   return {
     event: p.event,
+    at: p.at,
+    pm_uptime: e.pm_uptime,
     pm_id: e.pm_id,
     name: e.name,
     namespace: e.namespace,
