@@ -2,7 +2,12 @@
  * The entry PM2 runs: read settings, connect to PM2, wire the parts, shut down cleanly on
  * SIGINT/SIGTERM (deliver what can be delivered, keep what is still held for the next run).
  */
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { formatSettings, parseSettings, unknownKeys } from './lib/config';
+import { files, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
 import { createPm2Client } from './lib/pm2-client';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
@@ -11,8 +16,12 @@ import { Reporter } from './lib/reporter';
 import { StateFile, stateDir } from './lib/state';
 
 const NAME = 'pm2-scoped-intercom';
-/** Under PM2's kill_timeout (package.json `apps`: 3000 ms) with room to save the state. */
-const SHUTDOWN_BUDGET_MS = 2200;
+/** Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 5000 ms). */
+const BRIDGE_START_MS = 2000;
+const MARKER_ECHO_MS = 1000;
+const DRAIN_MS = 1200;
+/** How long a new module waits for the bridge's packets. */
+const HANDOVER_WAIT_MS = 3000;
 const RECONCILE_EVERY_MS = 30_000;
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -36,7 +45,8 @@ async function main(): Promise<void> {
   const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
   const moduleConf = conf.module_conf ?? {};
 
-  const state = new StateFile(stateDir(NAME));
+  const dir = stateDir(NAME);
+  const state = new StateFile(dir);
   const saved = state.load();
   const { settings, problems } = parseSettings(moduleConf, saved.settings);
   for (const p of problems) warn(p.message);
@@ -53,7 +63,32 @@ async function main(): Promise<void> {
     knownInstanceVars: saved.instanceVars,
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
   });
-  await relay.start(saved.held);
+  // A bridge left by the previous run holds what the bus carried while no module listened.
+  const bridge = readBridge(dir);
+  const startNonce = crypto.randomBytes(8).toString('hex');
+  const startGate = new StartGate(startNonce, bridge !== undefined);
+  const stopGate = new StopGate();
+  let inner: (p: unknown) => void = () => {};
+  await relay.start({
+    spool: saved.held,
+    wrap: (handle) => {
+      inner = handle;
+      return stopGate.wrap(startGate.wrap(handle));
+    },
+  });
+  for (const f of leftoverHandovers(dir, bridge?.nonce)) relayHandover(relay, f, warn);
+  if (bridge) {
+    process.send?.(markerPacket('start', startNonce));
+    const f = files.handover(dir, bridge.nonce);
+    const arrived = await waitUntil(() => fs.existsSync(f), HANDOVER_WAIT_MS);
+    // Our own copy of the marker may come after the bridge's: until it does, what we receive
+    // is the bridge's to hand over, and after it, ours.
+    const sawOwnMarker = await waitUntil(() => startGate.sawMarker, HANDOVER_WAIT_MS);
+    if (arrived) relayHandover(relay, f, log);
+    else warn(`the handover bridge (pid ${bridge.pid}) sent nothing within ${HANDOVER_WAIT_MS} ms: packets sent while the module restarted may be lost`);
+    if (!sawOwnMarker) warn(`the start marker did not come back within ${HANDOVER_WAIT_MS} ms: ${startGate.dropped} packets received before it were skipped`);
+    startGate.open(inner);
+  }
   const save = (held?: Record<string, OutPacket[]>): void =>
     state.save({ settings, instanceVars: relay.registry.instanceVars(), held });
   try {
@@ -87,7 +122,21 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     clearInterval(timer);
-    const drained = await relay.drain(SHUTDOWN_BUDGET_MS);
+    // Keep relaying until a bridge listens, then cut the stream at our own marker.
+    const stopNonce = crypto.randomBytes(8).toString('hex');
+    let handedOver = false;
+    try {
+      spawnBridge(dir, stopNonce);
+      if (await waitUntil(() => readBridge(dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
+        stopGate.arm(stopNonce, () => {});
+        process.send?.(markerPacket('stop', stopNonce));
+        handedOver = await waitUntil(() => stopGate.stopped, MARKER_ECHO_MS);
+      }
+    } catch (err) {
+      warn(`could not start the handover bridge: ${(err as Error).message}`);
+    }
+    if (!handedOver) stopGate.arm('none', () => {});
+    const drained = await relay.drain(DRAIN_MS);
     relay.stop();
     const held = relay.heldPackets();
     const n = Object.values(held).reduce((s, l) => s + l.length, 0);
@@ -97,12 +146,63 @@ async function main(): Promise<void> {
       warn(`cannot save ${n} held packets to ${state.file}: ${(err as Error).message}`);
     }
     reporter.flush();
-    log(`${signal}: stopping; delivered everything deliverable: ${drained ? 'yes' : 'no (time ran out)'}; ${n} held log packets kept for the next start`);
+    log(
+      `${signal}: stopping; ${handedOver ? 'a bridge listens until the next start' : 'NO bridge: packets sent until the next start are lost'}; ` +
+        `delivered everything deliverable: ${drained ? 'yes' : 'no (time ran out)'}; ${n} held log packets kept for the next start`,
+    );
     await Promise.race([client.close(), new Promise((r) => setTimeout(r, 200))]);
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+}
+
+function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      if (check()) return resolve(true);
+      if (Date.now() >= deadline) return resolve(false);
+      setTimeout(poll, 5);
+    };
+    poll();
+  });
+}
+
+function spawnBridge(dir: string, nonce: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
+  delete env.PM2_USAGE;
+  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000'], { detached: true, stdio: 'ignore', env });
+  child.unref();
+}
+
+/** Handover files of bridges that ended without a new module (their packets are still owed). */
+function leftoverHandovers(dir: string, current: string | undefined): string[] {
+  try {
+    return fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(files.handoverPrefix) && f.endsWith('.json') && f !== path.basename(files.handover(dir, current ?? '')))
+      .map((f) => path.join(dir, f));
+  } catch {
+    return [];
+  }
+}
+
+function relayHandover(relay: Relay, file: string, say: (line: string) => void): void {
+  try {
+    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as { packets?: unknown[]; overflow?: number; reason?: string };
+    const packets = Array.isArray(h.packets) ? h.packets : [];
+    for (const p of packets) relay.handleMessage(p);
+    say(`relayed ${packets.length} packets the handover bridge received while the module restarted (${h.reason ?? 'unknown'}${h.overflow ? `, ${h.overflow} lost to its bound` : ''})`);
+  } catch (err) {
+    warn(`could not read the handover file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    fs.unlinkSync(file);
+  } catch {
+    /* gone */
+  }
 }
 
 // A bug in one packet's path must not take the relay down (its restart loses what the bus

@@ -128,16 +128,21 @@ export class Relay {
 
   /**
    * Listen first, then list: a process that starts in between is seen by its event, and packets
-   * that arrive before the table is built wait for it.
+   * that arrive before the table is built wait for it. `spool`: packets held at the last shutdown
+   * (older than anything new). `wrap`: a gate in front of the message handler (see handover.ts).
    */
-  async start(spool?: Record<string, OutPacket[]>): Promise<void> {
+  async start(opts: { spool?: Record<string, OutPacket[]>; wrap?: (handle: (p: unknown) => void) => (p: unknown) => void } = {}): Promise<void> {
+    const onMessage = (p: unknown): void => {
+      if (this.#started) this.handleMessage(p);
+      else this.#early.push([true, p]);
+    };
     await this.#client.subscribe({
-      message: (p) => (this.#started ? this.handleMessage(p) : this.#early.push([true, p])),
+      message: opts.wrap ? opts.wrap(onMessage) : onMessage,
       event: (p) => (this.#started ? this.handleEvent(p) : this.#early.push([false, p])),
     });
     const envs = await this.#client.list();
     this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
-    if (spool) this.#restore(spool);
+    if (opts.spool) this.#restore(opts.spool);
     this.#started = true;
     for (const [isMsg, p] of this.#early.splice(0)) {
       if (isMsg) this.handleMessage(p);

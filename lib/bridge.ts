@@ -1,0 +1,92 @@
+/**
+ * The handover bridge (see handover.ts): a short-lived process the old module starts on SIGINT.
+ * It listens on PM2's bus, keeps every packet after the old module's `stop` marker, and when the
+ * new module's `start` marker comes, writes them to a handover file and exits.
+ *
+ * It never starts a PM2 daemon (it only subscribes to the bus socket), and it ends by itself:
+ * when the daemon is gone, or after `max_ms` with no new module (it then leaves its packets for
+ * the next start).
+ *
+ * argv: <state dir> <stop nonce> [max_ms]
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Deque } from './deque';
+import { files, markerOf, writeJsonAtomic } from './handover';
+import { createPm2Client, loadPm2 } from './pm2-client';
+
+const MAX_PACKETS = 500_000;
+
+function main(): void {
+  const [dir, nonce, maxArg] = process.argv.slice(2);
+  const maxMs = Number(maxArg) > 0 ? Number(maxArg) : 60_000;
+  const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1));
+  const captured = new Deque<unknown>();
+  let overflow = 0;
+  let armed = false;
+  let done = false;
+  let live = false;
+  const announce = (): void => {
+    if (live || done) return;
+    live = true;
+    writeJsonAtomic(files.bridge(dir), { pid: process.pid, nonce });
+  };
+
+  const finish = (reason: string): void => {
+    if (done) return;
+    done = true;
+    const packets: unknown[] = [];
+    for (let p = captured.shift(); p !== undefined; p = captured.shift()) packets.push(p);
+    try {
+      writeJsonAtomic(files.handover(dir, nonce), { nonce, reason, overflow, packets });
+    } finally {
+      try {
+        const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as { pid: number };
+        if (info.pid === process.pid) fs.unlinkSync(files.bridge(dir));
+      } catch {
+        /* not ours or gone */
+      }
+      process.exit(0);
+    }
+  };
+
+  const pm2Home = process.env.PM2_HOME || path.join(process.env.HOME || '', '.pm2');
+  const daemonPid = Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
+  const watch = setInterval(() => {
+    try {
+      process.kill(daemonPid, 0);
+    } catch {
+      finish('daemon gone');
+    }
+  }, 250);
+  watch.unref();
+  setTimeout(() => finish('no new module in time'), maxMs).unref();
+
+  client
+    .subscribe({
+      message: (p) => {
+        announce();
+        const m = markerOf(p);
+        if (m) {
+          if (m.kind === 'stop' && m.nonce === nonce) armed = true;
+          else if (m.kind === 'start' && armed) finish('handed over');
+          return;
+        }
+        if (!armed) return;
+        captured.push(p);
+        if (captured.size > MAX_PACKETS) {
+          captured.shift();
+          overflow++;
+        }
+      },
+      event: () => announce(),
+    })
+    // The daemon adds a subscriber when it accepts the connection, which can come after our
+    // side says connected: say we listen at the first packet we get, or a little later.
+    .then(() => setTimeout(announce, 100))
+    .catch(() => finish('could not listen'));
+  // Keep running while the bus is open.
+  setInterval(() => {}, 1 << 30);
+}
+
+main();
