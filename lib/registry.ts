@@ -37,6 +37,11 @@ export interface AppInfo {
   readonly namespace: string;
   /** The app's own instance_var, remembered: PM2 resets pm2_env.instance_var on restart. */
   instanceVar: string;
+  /**
+   * The app says when its writer listens (`process.send('ready')` or the client's ready topic):
+   * its next writers are waited for, not guessed with `ready_delay`.
+   */
+  announces: boolean;
   readonly pmIds: Set<number>;
 }
 
@@ -75,6 +80,8 @@ export interface RegistryOptions {
   readyDelay: number;
   /** The daemon's PM2_PROCESS_INSTANCE_VAR, which overrides every app's instance_var. */
   globalInstanceVar?: string;
+  /** For apps that announce readiness: how long to wait for the announcement. @default 30000 */
+  announceTimeout?: number;
   /** instance_var per app key remembered from an earlier run (see AppInfo.instanceVar). */
   knownInstanceVars?: Record<string, string>;
 }
@@ -195,6 +202,8 @@ export class Registry {
   /** The app announced readiness itself (`process.send('ready')`). */
   markReady(pmId: number, now: number): ProcessInfo | undefined {
     const p = this.#procs.get(pmId);
+    const app = p && this.#apps.get(p.appKey);
+    if (app) app.announces = true;
     if (p && p.status === 'online' && p.readyAt > now) {
       p.readyAt = now;
       return p;
@@ -204,7 +213,9 @@ export class Registry {
 
   #markOnline(p: ProcessInfo, now: number): void {
     p.onlineSince = now;
-    p.readyAt = now + (p.waitReady ? 0 : this.#opts.readyDelay);
+    const announces = this.#apps.get(p.appKey)?.announces === true;
+    const wait = p.waitReady ? 0 : announces ? Math.max(this.#opts.readyDelay, this.#opts.announceTimeout ?? 30_000) : this.#opts.readyDelay;
+    p.readyAt = now + wait;
   }
 
   #instanceVarFor(key: string, env: Pm2Env): string {
@@ -228,7 +239,7 @@ export class Registry {
     const key = appKeyOf(name, namespace);
     let app = this.#apps.get(key);
     if (!app) {
-      app = { key, name, namespace, instanceVar: DEFAULT_INSTANCE_VAR, pmIds: new Set() };
+      app = { key, name, namespace, instanceVar: DEFAULT_INSTANCE_VAR, announces: false, pmIds: new Set() };
       this.#apps.set(key, app);
     }
     app.instanceVar = this.#instanceVarFor(key, env);

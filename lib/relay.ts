@@ -190,7 +190,8 @@ export class Relay {
             'writer-sends',
             `its writer (the process with ${writerVar}=${this.#settings.writer_instance}) sends log packets instead of writing them, so nobody writes this app's files. ` +
               `Fix: in log4js.configure use pm2: true` +
-              (writerVar !== 'NODE_APP_INSTANCE' ? ` and pm2InstanceVar: '${writerVar}' (the app's instance_var).` : ` (and no pm2InstanceVar, or pm2InstanceVar equal to the app's instance_var).`),
+              (writerVar !== 'NODE_APP_INSTANCE' ? ` and pm2InstanceVar: '${writerVar}' (the app's instance_var).` : ` (and no pm2InstanceVar, or pm2InstanceVar equal to the app's instance_var).`) +
+              ` With pm2-scoped-intercom/client (winston, pino): pass instanceVar: '${writerVar}' and writerInstance: ${this.#settings.writer_instance}.`,
           );
         }
         return;

@@ -1,10 +1,20 @@
 'use strict';
-// Pack the module once per test run; integration tests install this tarball.
+// Pack the module once per test run; integration tests install this tarball. The pack folder is
+// removed at the end of the run.
+const fs = require('fs');
+const path = require('path');
 const { packTarball } = require('./pm2-sandbox');
 
 module.exports = async function setup({ provide }) {
-  if (process.env.PM2SI_TARBALL) return;
+  if (process.env.PM2SI_TARBALL) {
+    if (provide) provide('tarball', process.env.PM2SI_TARBALL);
+    return undefined;
+  }
   const file = packTarball();
   process.env.PM2SI_TARBALL = file;
   if (provide) provide('tarball', file);
+  return function teardown() {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    delete process.env.PM2SI_TARBALL;
+  };
 };

@@ -156,7 +156,8 @@ class Pm2Sandbox {
   /** Kill the daemon and remove the temp dir (unless KEEP_SANDBOX is set, for debugging). */
   async destroy() {
     await this.kill();
-    if (!process.env.KEEP_SANDBOX) fs.rmSync(this.dir, { recursive: true, force: true });
+    // Retries: a module (or its handover bridge) may still be writing its state as the daemon dies.
+    if (!process.env.KEEP_SANDBOX) fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 }
 

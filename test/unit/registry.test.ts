@@ -110,3 +110,15 @@ describe('electWriter', () => {
     expect(e.claimants.map((p) => p.pmId)).toEqual([2, 5]);
   });
 });
+
+describe('apps that announce readiness', () => {
+  it('after one announcement, a new writer waits for its own (or the fallback), not ready_delay', () => {
+    const r = new Registry({ readyDelay: 1000, announceTimeout: 30000 });
+    r.applyEvent('online', env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0 }), NOW);
+    expect(r.markReady(0, NOW + 10)!.readyAt).toBe(NOW + 10);
+    r.applyEvent('exit', env({ pm_id: 0, name: 'a', status: 'stopped', NODE_APP_INSTANCE: 0 }), NOW + 20);
+    r.applyEvent('online', env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0 }), NOW + 30);
+    expect(r.process(0)!.readyAt).toBe(NOW + 30 + 30000);
+    expect(r.markReady(0, NOW + 2500)!.readyAt).toBe(NOW + 2500);
+  });
+});
