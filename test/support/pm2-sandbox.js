@@ -86,9 +86,9 @@ class Pm2Sandbox {
   }
 
   /** Run the pm2 CLI; resolves with stdout, rejects with stdout+stderr on a non-zero exit. */
-  pm2(args, { timeoutMs = 120000 } = {}) {
+  pm2(args, { timeoutMs = 120000, env = {} } = {}) {
     return new Promise((resolve, reject) => {
-      execFile(process.execPath, [this.pm2Bin, ...args], { env: this.env, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      execFile(process.execPath, [this.pm2Bin, ...args], { env: { ...this.env, ...env }, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
         else resolve(stdout);
       });
