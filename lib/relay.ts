@@ -332,6 +332,11 @@ export class Relay {
     let n = 0;
     for (const [key, packets] of Object.entries(spool)) {
       if (!Array.isArray(packets)) continue;
+      if (!this.registry.app(key)) {
+        this.counters.dropped += packets.length;
+        this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${packets.length} log packets held at the last shutdown`);
+        continue;
+      }
       for (const p of packets) {
         if (p && typeof p.topic === 'string' && p.data !== undefined) {
           this.outbox.pushLog(key, { topic: p.topic, data: p.data });

@@ -175,3 +175,24 @@ describe('Relay', () => {
     expect(web).toMatchObject({ namespace: 'default', instances: 4, online: 4, writer_pm_id: 0, writer_instance: 0, writer_ready: true, forwarded: 4, held: 0 });
   });
 });
+
+describe('Relay start-up with a spool', () => {
+  it('delivers spooled packets of known apps first and drops those of apps that are gone, with one line', async () => {
+    const settings = { ...DEFAULTS, ready_delay: 0 } as Settings;
+    const client = new FakeClient();
+    client.procs = cluster('web', 2, 0, { pm_uptime: 0 });
+    const lines: string[] = [];
+    const relay = new Relay({ client, settings, reporter: new Reporter((l) => lines.push(l), (l) => lines.push(l)) });
+    await relay.start({
+      spool: {
+        'default\u0000web': [{ topic: 'log4js:message', data: 'old-1' }, { topic: 'log4js:message', data: 'old-2' }],
+        'default\u0000gone': [{ topic: 'log4js:message', data: 'x' }],
+      },
+    });
+    logs(client, 1, 'web', 0, 1);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['old-1', 'old-2', 'web-1-0']);
+    expect(relay.counters.dropped).toBe(1);
+    expect(lines.filter((l) => l.includes('app=gone (namespace default) is gone: dropped 1'))).toHaveLength(1);
+  });
+});
