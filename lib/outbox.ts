@@ -86,6 +86,8 @@ export interface OutboxDeps {
   onReplay?(pmId: number, count: number): void;
   /** The generation (pm_uptime) PM2 reported for this process. */
   generationOf(pmId: number): number;
+  /** False once the process has exited (checked before every send; see liveness.ts). @default always true */
+  isAlive?(pmId: number): boolean;
   now(): number;
   /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
@@ -163,14 +165,26 @@ export class Outbox {
       a.heldSince = 0;
     }
     const max = this.#deps.maxInflight;
-    while (t.inflight < max) {
-      const packet = a.retry.size > 0 ? a.retry.shift() : a.queue.shift();
-      if (packet === undefined) break;
+    while (t.inflight < max && a.queue.size + a.retry.size > 0) {
+      if (!this.#alive(t)) return;
+      const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
       this.#c.held--;
       a.inflight++;
       a.inflightTarget = writer;
       this.#sendOne(t, packet, a);
     }
+  }
+
+  /** Never write to a process that has exited: take it out of service instead (see liveness.ts). */
+  #alive(t: Target): boolean {
+    if (!this.#deps.isAlive || this.#deps.isAlive(t.pmId)) return true;
+    if (!t.broken) {
+      t.broken = true;
+      this.#c.dropped += t.relays.size;
+      t.relays.clear();
+      this.#deps.onSendError(t.pmId, new Error(`Process with ID <${t.pmId}> exited (not sent)`));
+    }
+    return false;
   }
 
   /** Send what can be sent for every app (after a table change). */
@@ -275,6 +289,7 @@ export class Outbox {
   #pumpTarget(t: Target): void {
     const max = this.#deps.maxInflight;
     while (!t.broken && t.inflight < max && t.relays.size > 0) {
+      if (!this.#alive(t)) return;
       this.#sendOne(t, t.relays.shift() as OutPacket, null);
     }
   }

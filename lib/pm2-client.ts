@@ -40,7 +40,7 @@ export interface Pm2Client {
 interface Pm2Api {
   connect(cb: (err: Error | null) => void): void;
   disconnect(cb?: () => void): void;
-  list(cb: (err: Error | null, list: { pm2_env?: Pm2Env }[]) => void): void;
+  list(cb: (err: Error | null, list: { pm2_env?: Pm2Env; pid?: number }[]) => void): void;
   launchBus(cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }) => void): void;
   Client: {
     executeRemote(method: string, packet: unknown, cb: (err: Error | null, res?: unknown) => void): void;
@@ -151,7 +151,10 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
       }),
     list: () =>
       new Promise((resolve, reject) => {
-        api.list((err, list) => (err ? reject(err) : resolve((list ?? []).map((p) => p.pm2_env ?? {}))));
+        // pm2_env has no pid; the list entry does: carry it over (the liveness check needs it).
+        api.list((err, list) =>
+          err ? reject(err) : resolve((list ?? []).map((p) => (p.pm2_env ? Object.assign(p.pm2_env, { pid: p.pid }) : {}))),
+        );
       }),
     subscribe: (handlers) =>
       new Promise((resolve, reject) => {

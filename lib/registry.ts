@@ -28,6 +28,7 @@ export interface ProcessInfo {
   readyAt: number;
   /** PM2's `pm_uptime`: when the daemon launched this generation (its clock, epoch ms). */
   startedAt: number;
+  /** The OS pid of this generation, 0 until a `pm2 list` has told it. */
   pid: number;
 }
 
@@ -174,8 +175,10 @@ export class Registry {
     const before = this.#procs.get(id);
     const p = this.#upsert(env, id);
     if (event === 'online') {
-      // The `online` packet still says `launching`; the event itself is what counts.
+      // The `online` packet still says `launching`; the event itself is what counts. It carries
+      // no pid: the new generation's pid comes with the next `pm2 list`.
       p.status = 'online';
+      p.pid = 0;
       this.#markOnline(p, now);
       return [{ kind: 'online', proc: p }];
     }
@@ -274,7 +277,7 @@ export class Registry {
       p.status = status;
       p.clusterMode = env.exec_mode === 'cluster_mode';
       p.waitReady = env.wait_ready === true || env.wait_ready === 'true';
-      p.pid = pid;
+      if (pid !== 0) p.pid = pid;
       const started = toNumber(env.pm_uptime);
       if (started !== undefined) p.startedAt = started;
     }

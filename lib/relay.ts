@@ -7,6 +7,7 @@ import type { Settings } from './config';
 import { electWriter, type Election } from './election';
 import { newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
 import type { Pm2Client } from './pm2-client';
+import { procLiveness, type Liveness } from './liveness';
 import { formatAppKey, Registry, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
@@ -39,6 +40,8 @@ export interface RelayOptions {
   heldWarnAfter?: number;
   /** Sub-millisecond epoch clock for send times (compared with PM2's pm_uptime). */
   preciseNow?: () => number;
+  /** Whether a pid is still alive (not exited). @default procLiveness() */
+  liveness?: Liveness;
 }
 
 export interface AppStatus {
@@ -81,6 +84,7 @@ export class Relay {
   readonly #timers: Timers;
   readonly #topics: ReadonlySet<string>;
   readonly #heldWarnAfter: number;
+  readonly #liveness: Liveness;
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
   readonly #writer = new Map<string, number | undefined>();
   readonly #readyTimers = new Map<string, unknown>();
@@ -98,6 +102,7 @@ export class Relay {
     this.#timers = opts.timers ?? realTimers;
     this.#topics = logTopicSet(opts.settings);
     this.#heldWarnAfter = opts.heldWarnAfter ?? 5000;
+    this.#liveness = opts.liveness ?? procLiveness();
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
@@ -118,6 +123,10 @@ export class Relay {
         this.#reporter.count(`log packets sent again: PM2 had handed them to a restarted process (pm_id ${pmId}) before it listened`, n);
       },
       generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
+      isAlive: (pmId) => {
+        const p = this.registry.process(pmId);
+        return p === undefined || this.#liveness.isAlive(p.pid);
+      },
       now: this.#now,
       preciseNow: opts.preciseNow,
       counters: this.counters,
@@ -362,8 +371,14 @@ export class Relay {
         touched.delete(ch.app.key);
         continue;
       }
-      if (ch.kind === 'online') this.outbox.revive(ch.proc.pmId, ch.proc.startedAt);
-      else this.outbox.retire(ch.proc.pmId);
+      if (ch.kind === 'online') {
+        this.outbox.revive(ch.proc.pmId, ch.proc.startedAt);
+        // Learn the new generation's pid soon (PM2's events do not carry it).
+        if (ch.proc.pid === 0) this.scheduleReconcile(100);
+      } else {
+        this.outbox.retire(ch.proc.pmId);
+        if (ch.kind === 'removed') this.#liveness.forget(ch.proc.pid);
+      }
       if (this.registry.app(ch.proc.appKey)) touched.add(ch.proc.appKey);
     }
     for (const key of touched) this.#electAndPump(key);
