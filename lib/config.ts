@@ -16,7 +16,7 @@ export interface Settings {
   readonly broadcast: BroadcastScope;
   /** Instance number (the app's `instance_var`) of the process that writes. @default 0 */
   readonly writer_instance: number;
-  /** Log packets held per app while it has no ready writer; the oldest are dropped past it. @default 20000 */
+  /** Log packets kept per app while it has no ready writer or the relay is behind; the oldest are dropped past it. @default 100000 */
   readonly buffer_max: number;
   /** Milliseconds after a writer comes online before packets are delivered to it (apps without `wait_ready`). @default 1500 */
   readonly ready_delay: number;
@@ -30,7 +30,7 @@ export const DEFAULTS: Settings = Object.freeze({
   log_topics: Object.freeze(['log4js:message']),
   broadcast: 'app',
   writer_instance: 0,
-  buffer_max: 20000,
+  buffer_max: 100000,
   ready_delay: 1500,
   max_inflight: 1,
   report_interval: 5,

@@ -30,7 +30,7 @@ describe('parseSettings', () => {
     const byKey = Object.fromEntries(problems.map((p) => [p.key, p.message]));
     expect(byKey.buffer_max).toContain('buffer_max="lots" (string)');
     expect(byKey.buffer_max).toContain('expected an integer from 0 to');
-    expect(byKey.buffer_max).toContain('using the default 20000');
+    expect(byKey.buffer_max).toContain('using the default 100000');
     expect(byKey.broadcast).toContain('one of app, namespace, all, off');
     expect(byKey.writer_instance).toContain('-1 (number)');
     // pmx autocasts "" to 0: still reported, never taken as a topic.
