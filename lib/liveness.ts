@@ -53,9 +53,8 @@ export function procLiveness(procRoot = '/proc'): Liveness {
         return false;
       }
       // "pid (comm) S ...": the state follows the last ')'; the name may contain ')'.
-      const text = buf.toString('latin1', 0, n);
-      const state = text.charAt(text.lastIndexOf(')') + 2);
-      if (state === 'Z' || state === 'X' || state === 'x') {
+      const state = buf[buf.lastIndexOf(0x29, n - 1) + 2];
+      if (state === 0x5a /* Z */ || state === 0x58 /* X */ || state === 0x78 /* x */) {
         forget(pid);
         return false;
       }

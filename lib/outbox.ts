@@ -68,9 +68,13 @@ interface Target {
   replayFrom: number;
 }
 
-/** How long, and how many, accepted sends are kept for replay after a silent replacement. */
-const RECENT_MS = 5000;
-const RECENT_MAX = 50000;
+/**
+ * How long, and how many, accepted sends are kept for replay after a silent replacement: enough to
+ * cover the time from a new generation's start to its `online` event reaching us (well under a
+ * second), small enough not to pin delivered packets in memory during a burst.
+ */
+const RECENT_MS = 2000;
+const RECENT_MAX = 20000;
 
 export interface OutboxDeps {
   send: SendFn;

@@ -114,7 +114,7 @@ export class Relay {
       onSendError: (pmId, err) => this.#onSendError(pmId, err),
       onOverflow: (app, n) => {
         this.#reporter.count(`log packets dropped: hold buffer full (buffer_max=${this.#settings.buffer_max}) for ${formatAppKey(app.key)}`, n);
-        this.#reporter.diagnose(app.key, 'buffer-full', `more than buffer_max=${this.#settings.buffer_max} log packets waited for a writer; the oldest were dropped. ${this.#whyNoWriter(app.key)}`);
+        this.#reporter.diagnose(app.key, 'buffer-full', () => `more than buffer_max=${this.#settings.buffer_max} log packets waited; the oldest were dropped. ${this.#whyNoWriter(app.key)}`);
       },
       onFlush: (app, n, writer) => {
         this.#reporter.info(`app=${formatAppKey(app.key)} delivering ${n} held log packets to writer pm_id=${writer}`);

@@ -15,7 +15,7 @@ export interface AppProblem {
 export class Reporter {
   readonly #log: LogFn;
   readonly #warn: LogFn;
-  readonly #said = new Set<string>();
+  readonly #said = new Map<string, string>();
   readonly #pending = new Map<string, number>();
   readonly #lastProblem = new Map<string, AppProblem>();
   readonly #now: () => number;
@@ -34,13 +34,21 @@ export class Reporter {
     this.#warn(line);
   }
 
-  /** A problem of one app, said once per (app, kind) until `forget` is called for the app. */
-  diagnose(appKey: string, kind: string, text: string): void {
-    this.#lastProblem.set(appKey, { at: this.#now(), text: `${kind}: ${text}` });
+  /**
+   * A problem of one app, said once per (app, kind) until `forget` is called for the app. `text`
+   * may be a function: it is then worked out only when the problem is first said.
+   */
+  diagnose(appKey: string, kind: string, text: string | (() => string)): void {
     const id = `${appKey}\u0001${kind}`;
-    if (this.#said.has(id)) return;
-    this.#said.add(id);
-    this.#warn(`DIAGNOSIS ${kind} app=${formatAppKey(appKey)}: ${text}`);
+    const said = this.#said.get(id);
+    if (said !== undefined) {
+      this.#lastProblem.set(appKey, { at: this.#now(), text: said });
+      return;
+    }
+    const t = typeof text === 'function' ? text() : text;
+    this.#said.set(id, `${kind}: ${t}`);
+    this.#lastProblem.set(appKey, { at: this.#now(), text: `${kind}: ${t}` });
+    this.#warn(`DIAGNOSIS ${kind} app=${formatAppKey(appKey)}: ${t}`);
   }
 
   lastProblem(appKey: string): AppProblem | undefined {
@@ -49,7 +57,7 @@ export class Reporter {
 
   forget(appKey: string): void {
     this.#lastProblem.delete(appKey);
-    for (const id of this.#said) if (id.startsWith(`${appKey}\u0001`)) this.#said.delete(id);
+    for (const id of this.#said.keys()) if (id.startsWith(`${appKey}\u0001`)) this.#said.delete(id);
   }
 
   /** Count something to summarise later (`what` is the phrase, e.g. "malformed packets skipped (no-topic)"). */

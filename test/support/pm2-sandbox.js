@@ -149,7 +149,27 @@ class Pm2Sandbox {
   }
 
   async kill() {
-    await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home, this.pm2Bin));
+    let pid = 0;
+    try {
+      pid = Number(fs.readFileSync(path.join(this.home, 'pm2.pid'), 'utf8'));
+    } catch {
+      /* no daemon */
+    }
+    if (pid > 0) {
+      await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home, this.pm2Bin));
+      // `pm2 kill` returns before the daemon has exited: wait for it (bounded).
+      await waitFor(
+        () => {
+          try {
+            process.kill(pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        { timeoutMs: 15000, every: 50, what: `the PM2 daemon (pid ${pid}) to exit` },
+      ).catch(() => {});
+    }
     live.delete(this.home);
   }
 
