@@ -82,6 +82,10 @@ describe('topics, bad input and diagnoses', () => {
 
     const s = await status();
     expect(s.counters.malformed).toBe(7);
+    // The same counters as metrics in `pm2 show` (and `pm2 monit`), and the actions.
+    await waitFor(async () => /malformed total\s*│\s*7\b/.test(await sb.pm2(['show', 'pm2-scoped-intercom'])), { timeoutMs: 15000, what: 'the metrics in pm2 show' });
+    const show = await sb.pm2(['show', 'pm2-scoped-intercom']);
+    for (const m of ['packets in/s', 'packets out/s', 'held now', 'dropped total', 'apps tracked', 'apps without writer', 'drop-held', 'reconcile']) expect(show).toContain(m);
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.restart_time).toBe(0);
     // One summary line for the malformed packets, never one per packet.
