@@ -170,7 +170,7 @@ export class Relay {
           const sender = this.registry.process(r.senderId);
           if (!sender) this.scheduleReconcile(200);
           else if (!sender.clusterMode) {
-            this.#reporter.diagnose(r.appKey, 'fork-mode', `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);
+            this.#reporter.diagnose(r.appKey, 'fork-mode', () => `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);
           }
         }
         this.outbox.pushLog(r.appKey, { topic: raw.topic, data: raw.data });
@@ -197,7 +197,8 @@ export class Relay {
           this.#reporter.diagnose(
             r.appKey,
             'writer-sends',
-            `its writer (the process with ${writerVar}=${this.#settings.writer_instance}) sends log packets instead of writing them, so nobody writes this app's files. ` +
+            () =>
+              `its writer (the process with ${writerVar}=${this.#settings.writer_instance}) sends log packets instead of writing them, so nobody writes this app's files. ` +
               `Fix: in log4js.configure use pm2: true` +
               (writerVar !== 'NODE_APP_INSTANCE' ? ` and pm2InstanceVar: '${writerVar}' (the app's instance_var).` : ` (and no pm2InstanceVar, or pm2InstanceVar equal to the app's instance_var).`) +
               ` With pm2-scoped-intercom/client (winston, pino): pass instanceVar: '${writerVar}' and writerInstance: ${this.#settings.writer_instance}.`,
@@ -419,7 +420,7 @@ export class Relay {
       else if (uses) this.#reporter.info(`app=${name} has no ready writer: holding its log packets (up to buffer_max=${this.#settings.buffer_max})`);
     }
     if (e.claimants.length > 1 && uses) {
-      this.#reporter.diagnose(key, 'duplicate-writer', `${e.claimants.length} online processes claim instance ${this.#settings.writer_instance} (pm_ids ${e.claimants.map((p) => p.pmId).join(', ')}); only pm_id ${e.claimants[0].pmId} receives log packets, the others write their own lines too. Fix: give each instance its own number (do not set the app's instance_var to a variable that your env fixes), then pm2 reload the app.`);
+      this.#reporter.diagnose(key, 'duplicate-writer', () => `${e.claimants.length} online processes claim instance ${this.#settings.writer_instance} (pm_ids ${e.claimants.map((p) => p.pmId).join(', ')}); only pm_id ${e.claimants[0].pmId} receives log packets, the others write their own lines too. Fix: give each instance its own number (do not set the app's instance_var to a variable that your env fixes), then pm2 reload the app.`);
     }
     this.outbox.pump(key);
   }
