@@ -146,6 +146,18 @@ describe('Relay', () => {
     expect(d[0]).toContain("pm2InstanceVar: 'INSTANCE_ID'");
   });
 
+  it('diagnoses two processes claiming the writer number, once; the lowest pm_id writes', async () => {
+    const procs = [env({ pm_id: 3, name: 'web', NODE_APP_INSTANCE: 0, pm_uptime: 0 }), env({ pm_id: 5, name: 'web', NODE_APP_INSTANCE: 0, pm_uptime: 0 }), env({ pm_id: 6, name: 'web', NODE_APP_INSTANCE: 1, pm_uptime: 0 })];
+    const { client, lines } = await setup({}, procs);
+    logs(client, 6, 'web', 0, 3);
+    for (let i = 0; i < 10; i++) await flush();
+    client.event('online', env({ pm_id: 6, name: 'web', NODE_APP_INSTANCE: 1 })); // a table change: elected again
+    expect(client.sent.every((s) => s.pmId === 3)).toBe(true);
+    const d = lines.filter((l) => l.includes('DIAGNOSIS duplicate-writer'));
+    expect(d).toHaveLength(1);
+    expect(d[0]).toContain('pm_ids 3, 5');
+  });
+
   it('start-up: packets that arrive while the table is built wait for it', async () => {
     const settings = { ...DEFAULTS, ready_delay: 0 } as Settings;
     const client = new FakeClient();
