@@ -118,13 +118,14 @@ describe('writers going away lose nothing', () => {
     await expectModuleUnharmed();
   });
 
-  it('pm2 set (the module restarts): lines lost while it is down are counted', async () => {
+  it('pm2 set (the module restarts): the handover bridge loses nothing while it is down', async () => {
     await startMidStream('settings');
     await sb.pm2(['set', 'pm2-scoped-intercom:buffer_max', '30000']);
     await waitFor(() => /buffer_max=30000/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
     const r = await settleAndJudge(sb, 'settings');
     console.log(`module restart during logging at ${4 * RATE} lines/s: ${r.missing} lines lost`);
-    expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
+    expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+    expect(sb.moduleLog()).toMatch(/relayed \d+ packets the handover bridge received while the module restarted \(handed over\)/);
   });
 
   it('pm2 delete <app> while it holds packets: they are dropped with one line', async () => {
@@ -136,6 +137,19 @@ describe('writers going away lose nothing', () => {
     expect(sb.moduleLog().match(/app=deleted .*was deleted/g)).toHaveLength(1);
     const status = await sb.trigger('status');
     expect(status.apps.find((a: { name: string }) => a.name === 'deleted')).toBeUndefined();
+    await expectModuleUnharmed();
+  });
+
+  it('pm2 restart all: two apps, writers and senders all restarted at once', async () => {
+    await startMidStream('all-a');
+    await sb.start([logApp(sb.work, { name: 'all-b', instances: 3, lines: LINES, rate: RATE })]);
+    await waitFor(() => linesIn(logFile(sb.work, 'all-b')) >= LINES, { timeoutMs: 60000, what: 'all-b to be mid-stream' });
+    await sb.pm2(['restart', 'all']);
+    for (const tag of ['all-a', 'all-b']) {
+      const r = await settleAndJudge(sb, tag);
+      expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+      expect(r.senders).toBe(tag === 'all-a' ? 8 : 6);
+    }
     await expectModuleUnharmed();
   });
 });
