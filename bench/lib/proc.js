@@ -10,21 +10,6 @@ try {
   /* the usual value */
 }
 
-/** utime + stime of a process in microseconds, or undefined if it is gone. */
-function cpuMicros(pid) {
-  let text;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces: split after its closing parenthesis.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state): utime is field 14, stime field 15.
-  const ticks = Number(rest[11]) + Number(rest[12]);
-  return (ticks * 1e6) / tck;
-}
-
 /** { user, system } CPU time of a process in microseconds, or undefined if it is gone. */
 function cpuSplit(pid) {
   let text;
@@ -33,8 +18,16 @@ function cpuSplit(pid) {
   } catch {
     return undefined;
   }
+  // The command name (field 2) may hold spaces: split after its closing parenthesis.
+  // rest[0] is field 3 (state): utime is field 14, stime field 15.
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   return { user: (Number(rest[11]) * 1e6) / tck, system: (Number(rest[12]) * 1e6) / tck };
+}
+
+/** utime + stime of a process in microseconds, or undefined if it is gone. */
+function cpuMicros(pid) {
+  const c = cpuSplit(pid);
+  return c === undefined ? undefined : c.user + c.system;
 }
 
 /** Machine-wide CPU time (all cores) in microseconds: { busy, total, steal } from /proc/stat. */
