@@ -32,13 +32,14 @@ function main(): void {
     writeJsonAtomic(files.bridge(dir), { pid: process.pid, nonce });
   };
 
-  const finish = (reason: string): void => {
+  /** Hand over what was captured (unless the daemon is gone: then nobody will take it), and exit. */
+  const finish = (reason: string, handOver = true): void => {
     if (done) return;
     done = true;
     const packets: unknown[] = [];
     for (let p = captured.shift(); p !== undefined; p = captured.shift()) packets.push(p);
     try {
-      writeJsonAtomic(files.handover(dir, nonce), { nonce, reason, overflow, packets });
+      if (handOver) writeJsonAtomic(files.handover(dir, nonce), { nonce, reason, overflow, packets });
     } finally {
       try {
         const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as { pid: number };
@@ -51,14 +52,20 @@ function main(): void {
   };
 
   const pm2Home = process.env.PM2_HOME || path.join(process.env.HOME || '', '.pm2');
-  const daemonPid = Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
+  let daemonPid = 0;
+  try {
+    daemonPid = Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
+  } catch {
+    process.exit(0); // no daemon (pm2 kill): nothing to bridge
+  }
+  // `pm2 kill` stops the module too: when the daemon is gone, leave at once, writing nothing.
   const watch = setInterval(() => {
     try {
       process.kill(daemonPid, 0);
     } catch {
-      finish('daemon gone');
+      finish('daemon gone', false);
     }
-  }, 250);
+  }, 100);
   watch.unref();
   setTimeout(() => finish('no new module in time'), maxMs).unref();
 

@@ -35,6 +35,23 @@ function sandboxEnv(home, extra = {}) {
   return env;
 }
 
+/** Pids of processes whose command line names `dir` (Linux /proc; [] elsewhere). */
+function processesUnder(dir) {
+  let pids = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return [];
+  }
+  return pids.filter((pid) => {
+    try {
+      return Number(pid) !== process.pid && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir);
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Poll `check` until it returns a truthy value, at most `timeoutMs`. */
 async function waitFor(check, { timeoutMs = 30000, every = 100, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -169,6 +186,9 @@ class Pm2Sandbox {
         },
         { timeoutMs: 15000, every: 50, what: `the PM2 daemon (pid ${pid}) to exit` },
       ).catch(() => {});
+      // Then for anything still running from this PM2_HOME (the module's handover bridge leaves
+      // by itself once the daemon is gone): it may still write into the folder.
+      await waitFor(() => processesUnder(this.home).length === 0, { timeoutMs: 10000, every: 50, what: `processes of ${this.home} to exit` }).catch(() => {});
     }
     live.delete(this.home);
   }
