@@ -167,7 +167,7 @@ export class Relay {
       case 'log': {
         const raw = (packet as { raw: OutPacket }).raw;
         if (r.senderId !== undefined) {
-          const sender = this.registry.process(r.senderId);
+          const sender = r.sender;
           if (!sender) this.scheduleReconcile(200);
           else if (!sender.clusterMode) {
             this.#reporter.diagnose(r.appKey, 'fork-mode', () => `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);

@@ -3,7 +3,7 @@
  * No I/O, no clock: the caller delivers, holds or counts.
  */
 import type { Settings } from './config';
-import { appKeyOf, isParkedPmId, numericPmId, type Registry } from './registry';
+import { appKeyOf, isParkedPmId, numericPmId, type ProcessInfo, type Registry } from './registry';
 
 /** Always routed like a log topic: what the package's own client (`pm2-scoped-intercom/client`) sends. */
 export const CLIENT_LOG_TOPIC = 'pm2-scoped-intercom:log';
@@ -27,7 +27,7 @@ export type DropReason =
 
 export type Route =
   /** A log packet for the writer of `appKey`; the outbox delivers or holds it. */
-  | { kind: 'log'; appKey: string; senderId: number | undefined }
+  | { kind: 'log'; appKey: string; senderId: number | undefined; sender: ProcessInfo | undefined }
   /** Another topic, for these peers. */
   | { kind: 'relay'; targets: number[] }
   /** `process.send('ready')` from a process (PM2's wait_ready signal). */
@@ -54,8 +54,9 @@ export function route(msg: BusMessage, registry: Registry, settings: Settings, l
   if (data === undefined) return { kind: 'drop', reason: 'no-data' };
 
   const namespace = typeof sender.namespace === 'string' && sender.namespace !== '' ? sender.namespace : 'default';
-  const appKey = appKeyOf(sender.name, namespace);
   const proc = senderId === undefined ? undefined : registry.process(senderId);
+  // A known sender already carries its app key: no string building per packet.
+  const appKey = proc !== undefined && proc.name === sender.name && proc.namespace === namespace ? proc.appKey : appKeyOf(sender.name, namespace);
   if (proc?.isModule) return { kind: 'drop', reason: 'from-module', appKey };
   // A sender we have not seen yet (it started while we were listing) still names its app; a
   // parked `_old_<id>` worker of `pm2 reload` is still one of its app's instances.
@@ -68,7 +69,7 @@ export function route(msg: BusMessage, registry: Registry, settings: Settings, l
     if (proc && proc.instance === settings.writer_instance && proc.status === 'online') {
       return { kind: 'drop', reason: 'writer-sends', appKey };
     }
-    return { kind: 'log', appKey, senderId };
+    return { kind: 'log', appKey, senderId, sender: proc };
   }
 
   if (settings.broadcast === 'off') return { kind: 'drop', reason: 'broadcast-off', appKey };

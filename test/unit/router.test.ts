@@ -23,8 +23,8 @@ const log = (data = 'x') => ({ topic: 'log4js:message', data });
 describe('route', () => {
   it('sends a log packet to its own app (name + namespace) for the writer', () => {
     const { settings, r, topics } = setup();
-    expect(route({ raw: log(), process: { pm_id: 2, name: 'web', namespace: 'default' } }, r, settings, topics)).toEqual({ kind: 'log', appKey: appKeyOf('web', 'default'), senderId: 2 });
-    expect(route({ raw: log(), process: { pm_id: 6, name: 'web', namespace: 'blue' } }, r, settings, topics)).toEqual({ kind: 'log', appKey: appKeyOf('web', 'blue'), senderId: 6 });
+    expect(route({ raw: log(), process: { pm_id: 2, name: 'web', namespace: 'default' } }, r, settings, topics)).toMatchObject({ kind: 'log', appKey: appKeyOf('web', 'default'), senderId: 2, sender: { pmId: 2 } });
+    expect(route({ raw: log(), process: { pm_id: 6, name: 'web', namespace: 'blue' } }, r, settings, topics)).toMatchObject({ kind: 'log', appKey: appKeyOf('web', 'blue'), senderId: 6, sender: { pmId: 6 } });
   });
 
   it('routes the client topic and configured topics like log4js packets', () => {
