@@ -70,8 +70,9 @@ interface Target {
 
 /**
  * How long, and how many, accepted sends are kept for replay after a silent replacement: enough to
- * cover the time from a new generation's start to its `online` event reaching us (well under a
- * second), small enough not to pin delivered packets in memory during a burst.
+ * cover the time from a new generation's start to its `online` event reaching us (up to ~0.5 s
+ * seen on a loaded 2-core machine; a target found vacated stops sending, so nothing is pruned
+ * from then on), small enough not to pin delivered packets in memory during a burst.
  */
 const RECENT_MS = 2000;
 const RECENT_MAX = 20000;
@@ -90,8 +91,14 @@ export interface OutboxDeps {
   onReplay?(pmId: number, count: number): void;
   /** The generation (pm_uptime) PM2 reported for this process. */
   generationOf(pmId: number): number;
-  /** False once the process has exited (checked before every send; see liveness.ts). @default always true */
-  isAlive?(pmId: number): boolean;
+  /**
+   * Checked before every send: why this pm_id must not be sent to now (the process exited, or
+   * PM2 put a new process under it: see liveness.ts and newcomers.ts), else undefined.
+   * @default never
+   */
+  vacated?(pmId: number): string | undefined;
+  /** A target was found vacated before a send; nothing more goes to it. @default onSendError */
+  onVacated?(pmId: number, why: string): void;
   now(): number;
   /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
@@ -179,14 +186,19 @@ export class Outbox {
     }
   }
 
-  /** Never write to a process that has exited: take it out of service instead (see liveness.ts). */
+  /**
+   * Never write to a process that has exited, nor to a new process PM2 put under the same pm_id
+   * (it may not listen yet): take the target out of service instead.
+   */
   #alive(t: Target): boolean {
-    if (!this.#deps.isAlive || this.#deps.isAlive(t.pmId)) return true;
+    const why = this.#deps.vacated?.(t.pmId);
+    if (why === undefined) return true;
     if (!t.broken) {
       t.broken = true;
       this.#c.dropped += t.relays.size;
       t.relays.clear();
-      this.#deps.onSendError(t.pmId, new Error(`Process with ID <${t.pmId}> exited (not sent)`));
+      if (this.#deps.onVacated) this.#deps.onVacated(t.pmId, why);
+      else this.#deps.onSendError(t.pmId, new Error(`Process with ID <${t.pmId}> ${why} (not sent)`));
     }
     return false;
   }
@@ -198,18 +210,44 @@ export class Outbox {
 
   /**
    * PM2 says this process is online (again). If it is a new generation (`startedAt`, PM2's
-   * pm_uptime, is newer), sends PM2 accepted from that moment on went into a process that was not
-   * listening yet (a `pm2 reload` or crash restart gives no event before `online`): they go back
-   * to the front of their app's queue. Sends still out finish on the detached old target.
+   * pm_uptime, is newer), the old target is detached (see `#detach`). Sends still out finish on
+   * the detached old target.
    */
   revive(pmId: number, startedAt: number): void {
     const t = this.#targets.get(pmId);
     if (!t) return;
-    const newGeneration = startedAt > t.startedAt;
-    if (!newGeneration && !t.broken) return;
-    this.#targets.delete(pmId);
+    if (!(startedAt > t.startedAt) && !t.broken) return;
+    this.#detach(t, startedAt);
+  }
+
+  /**
+   * Take a process out of service (exit, stop, delete, or seen launching again): nothing more is
+   * sent to it. `startedAt`: the generation PM2 now reports for the pm_id (a `pm2 list` can show a
+   * reloaded process still launching, before its `online` event).
+   */
+  retire(pmId: number, startedAt = 0): void {
+    const t = this.#targets.get(pmId);
+    if (!t) return;
+    this.#c.dropped += t.relays.size;
+    t.relays.clear();
+    this.#detach(t, startedAt);
+  }
+
+  /**
+   * Forget a target. If PM2 has put a new generation under its pm_id, sends PM2 accepted from
+   * that generation's start on went into a process that did not run the app yet (a `pm2 reload`
+   * or crash restart gives no event before `online`): they go back to the front of their app's
+   * queue.
+   */
+  #detach(t: Target, startedAt: number): void {
+    this.#targets.delete(t.pmId);
     t.broken = true;
-    if (!newGeneration) return;
+    if (!(startedAt > t.startedAt)) {
+      t.recentAt.clear();
+      t.recentPackets.clear();
+      t.recentApps.clear();
+      return;
+    }
     // pm_uptime is a whole millisecond: the replacement happened somewhere within it.
     const cut = startedAt + 0.5;
     t.replayFrom = cut;
@@ -230,17 +268,7 @@ export class Outbox {
       this.#requeueFront(app, list);
     }
     this.#c.out -= n;
-    if (n > 0) this.#deps.onReplay?.(pmId, n);
-  }
-
-  /** Take a process out of service (exit, stop, delete): nothing more is sent to it. */
-  retire(pmId: number): void {
-    const t = this.#targets.get(pmId);
-    if (!t) return;
-    t.broken = true;
-    this.#c.dropped += t.relays.size;
-    t.relays.clear();
-    this.#targets.delete(pmId);
+    if (n > 0) this.#deps.onReplay?.(t.pmId, n);
   }
 
   /** Drop an app's held packets (app deleted, or an operator asked). Returns how many. */
@@ -330,7 +358,8 @@ export class Outbox {
       } else {
         this.#c.out++;
         app.forwarded++;
-        if (!t.broken) this.#remember(t, packet, app, handledAt);
+        // Kept until the target is detached: a vacated target may yet turn out replaced.
+        if (this.#targets.get(t.pmId) === t) this.#remember(t, packet, app, handledAt);
       }
     } else {
       this.#c.relayed++;

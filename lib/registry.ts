@@ -144,8 +144,11 @@ export class Registry {
       if (id === undefined) continue;
       seen.add(id);
       const before = this.#procs.get(id);
+      const startedBefore = before?.startedAt ?? 0;
       const online = env.status === 'online';
       const p = this.#upsert(env, id);
+      // A generation no event told us of yet (a reload seen launching, or online before its event).
+      const newGeneration = before !== undefined && p.startedAt > startedBefore;
       if (!before && online) {
         // First sight: trust PM2's own start time for readiness, so a module restart does not
         // hold packets of writers that have been running for long.
@@ -153,10 +156,10 @@ export class Registry {
         p.onlineSince = uptime !== undefined && uptime <= now ? uptime : now;
         p.readyAt = p.onlineSince + (p.waitReady ? 0 : this.#opts.readyDelay);
         changes.push({ kind: 'online', proc: p });
-      } else if (before && online && p.readyAt === Infinity) {
+      } else if (before && online && (p.readyAt === Infinity || newGeneration)) {
         this.#markOnline(p, now);
         changes.push({ kind: 'online', proc: p });
-      } else if (!online && p.readyAt !== Infinity) {
+      } else if (!online && (p.readyAt !== Infinity || newGeneration)) {
         p.readyAt = Infinity;
         changes.push({ kind: 'offline', proc: p });
       }

@@ -8,6 +8,7 @@ import { electWriter, type Election } from './election';
 import { newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
 import type { Pm2Client } from './pm2-client';
 import { procLiveness, type Liveness } from './liveness';
+import { daemonChildren, type Newcomers } from './newcomers';
 import { formatAppKey, Registry, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
@@ -42,6 +43,8 @@ export interface RelayOptions {
   preciseNow?: () => number;
   /** Whether a pid is still alive (not exited). @default procLiveness() */
   liveness?: Liveness;
+  /** Which process PM2 started last for a pm_id. @default daemonChildren() */
+  newcomers?: Newcomers;
 }
 
 export interface AppStatus {
@@ -85,6 +88,7 @@ export class Relay {
   readonly #topics: ReadonlySet<string>;
   readonly #heldWarnAfter: number;
   readonly #liveness: Liveness;
+  readonly #newcomers: Newcomers;
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
   readonly #writer = new Map<string, number | undefined>();
   readonly #readyTimers = new Map<string, unknown>();
@@ -103,6 +107,7 @@ export class Relay {
     this.#topics = logTopicSet(opts.settings);
     this.#heldWarnAfter = opts.heldWarnAfter ?? 5000;
     this.#liveness = opts.liveness ?? procLiveness();
+    this.#newcomers = opts.newcomers ?? daemonChildren();
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
@@ -123,10 +128,14 @@ export class Relay {
         this.#reporter.count(`log packets sent again: PM2 had handed them to a restarted process (pm_id ${pmId}) before it listened`, n);
       },
       generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
-      isAlive: (pmId) => {
+      vacated: (pmId) => {
         const p = this.registry.process(pmId);
-        return p === undefined || this.#liveness.isAlive(p.pid);
+        if (p === undefined) return undefined;
+        if (!this.#liveness.isAlive(p.pid)) return `exited (pid ${p.pid})`;
+        const other = this.#newcomers.after(pmId, p.pid);
+        return other === undefined ? undefined : `is a new process (pid ${other}, was ${p.pid}): a reload`;
       },
+      onVacated: (pmId, why) => this.#onVacated(pmId, why),
       now: this.#now,
       preciseNow: opts.preciseNow,
       counters: this.counters,
@@ -377,7 +386,7 @@ export class Relay {
         // Learn the new generation's pid soon (PM2's events do not carry it).
         if (ch.proc.pid === 0) this.scheduleReconcile(100);
       } else {
-        this.outbox.retire(ch.proc.pmId);
+        this.outbox.retire(ch.proc.pmId, ch.proc.startedAt);
         if (ch.kind === 'removed') this.#liveness.forget(ch.proc.pid);
       }
       if (this.registry.app(ch.proc.appKey)) touched.add(ch.proc.appKey);
@@ -440,6 +449,15 @@ export class Relay {
       `PM2 numbers instances per app name across namespaces, so an app name reused in a second namespace gets no instance ${wanted}. ` +
       `Fix: give the app a name of its own in each namespace, or pm2 set pm2-scoped-intercom:writer_instance <n> if your log4js writer is another number.`
     );
+  }
+
+  /** Found before a send: the process behind pm_id exited or was replaced. Held until it is back. */
+  #onVacated(pmId: number, why: string): void {
+    const p = this.registry.markUnreachable(pmId);
+    this.#reporter.count(`sends stopped before they went out: pm_id ${pmId} ${why}; packets kept`);
+    // A replacement says `online` soon; the list tells its pid (and an exit's outcome) meanwhile.
+    this.scheduleReconcile(/reload/.test(why) ? 200 : 1000);
+    if (p) this.#electAndPump(p.appKey);
   }
 
   #onSendError(pmId: number, err: Error): void {

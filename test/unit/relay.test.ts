@@ -1,17 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../lib/config';
-import { Relay } from '../../lib/relay';
+import { Relay, type RelayOptions } from '../../lib/relay';
 import { Reporter } from '../../lib/reporter';
 import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
 
-async function setup(over: Partial<Settings> = {}, procs = [...cluster('web', 4, 0, { pm_uptime: 0 }), ...cluster('api', 2, 4, { pm_uptime: 0 })]) {
+async function setup(
+  over: Partial<Settings> = {},
+  procs = [...cluster('web', 4, 0, { pm_uptime: 0 }), ...cluster('api', 2, 4, { pm_uptime: 0 })],
+  opts: Partial<RelayOptions> = {},
+) {
   const settings = { ...DEFAULTS, ready_delay: 1000, ...over } as Settings;
   const client = new FakeClient();
   client.procs = procs;
   const timers = new FakeTimers();
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
-  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now });
+  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined }, ...opts });
   await relay.start();
   lines.length = 0; // the start-up lines (each app's writer)
   return { relay, client, timers, lines, reporter, settings };
@@ -105,6 +109,58 @@ describe('Relay', () => {
     // 5,6,7 went into the new generation too early: sent again after the ready delay.
     expect(delivered.slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
     expect(relay.counters.out).toBe(8);
+  });
+
+  it('a process list that shows the reloaded writer still launching (before its online event) loses nothing', async () => {
+    const { client, timers, relay } = await setup();
+    logs(client, 1, 'web', 0, 5);
+    for (let i = 0; i < 20; i++) await flush();
+    timers.advance(10);
+    const restartAt = timers.now;
+    timers.advance(1);
+    logs(client, 1, 'web', 5, 8); // into the new, not yet listening, pm_id 0
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent).toHaveLength(8);
+    client.procs[0] = { ...client.procs[0], status: 'launching', pm_uptime: restartAt };
+    await relay.reconcile();
+    expect(relay.counters.held).toBe(3);
+    client.procs[0] = { ...client.procs[0], status: 'online' };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    timers.advance(1000);
+    for (let i = 0; i < 40; i++) await flush();
+    expect(client.sent.map((s) => s.data).slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
+    expect(relay.counters).toMatchObject({ out: 8, held: 0, dropped: 0 });
+  });
+
+  it('stops sending the moment PM2 forks a new process under the writer\'s pm_id (reload), before any event', async () => {
+    let forked = false;
+    const newcomers = { after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined) };
+    const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
+    const { client, timers, relay, lines, reporter } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
+    logs(client, 1, 'web', 0, 5);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent).toHaveLength(5);
+    timers.advance(10);
+    const restartAt = timers.now;
+    forked = true;
+    client.procs[0] = { ...client.procs[0], status: 'launching', pm_uptime: restartAt, pid: 2000 };
+    timers.advance(1);
+    logs(client, 1, 'web', 5, 8);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(client.sent).toHaveLength(5); // nothing went to the process that does not listen yet
+    expect(relay.counters.held).toBe(3);
+    reporter.flush();
+    expect(lines.some((l) => /sends stopped before they went out: pm_id 0 is a new process \(pid 2000, was 1000\)/.test(l))).toBe(true);
+    timers.advance(200); // the list read the vacated writer asks for
+    for (let i = 0; i < 10; i++) await flush();
+    client.procs[0] = { ...client.procs[0], status: 'online' };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    timers.advance(1000);
+    for (let i = 0; i < 40; i++) await flush();
+    timers.advance(1000);
+    for (let i = 0; i < 40; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 8 }, (_, i) => `web-1-${i}`));
+    expect(relay.counters).toMatchObject({ out: 8, held: 0, dropped: 0 });
   });
 
   it('drops the oldest past buffer_max, counts them and says so once', async () => {

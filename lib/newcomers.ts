@@ -1,0 +1,140 @@
+/**
+ * Has PM2 put a new process under a pm_id? Read from the daemon's list of children
+ * (`/proc/<daemon>/task/<daemon>/children`, one `pread` through a kept descriptor per check).
+ *
+ * Why: `pm2 reload` parks the old worker (alive, as `_old_<id>`) and forks the new one under the
+ * same pm_id in one synchronous step of the daemon, and says nothing on the bus until the new one
+ * is `online`, which can reach us half a second later on a busy machine. What PM2 hands the new
+ * process in between is lost while it starts, and heard once its app listens: whether a packet was
+ * heard cannot be known from outside. The fork shows in the daemon's children at once, before the
+ * daemon can hand the new process anything, so checking before every send (one send in flight)
+ * means nothing but the send in flight at the fork goes to a process we did not know.
+ *
+ * A new child is matched to its pm_id once, from its environment: PM2 passes cluster workers a
+ * `pm2_env` JSON and fork-mode processes a `pm_id` variable. Its start time (`/proc/<pid>/stat`)
+ * tells it from the parked old worker, which has the same pm_id. Where there is no such file
+ * (not Linux, or a kernel without it), nothing is ever reported.
+ */
+import fs from 'node:fs';
+
+export interface Newcomers {
+  /** The pid of a process PM2 started for `pmId` after `knownPid` started, if there is one. */
+  after(pmId: number, knownPid: number): number | undefined;
+}
+
+interface Child {
+  /** undefined: not classified yet (or not a PM2 process we can read). */
+  pmId: number | undefined;
+  start: number;
+  tries: number;
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), NaN when unreadable. */
+function startTime(statText: string): number {
+  const fields = statText.slice(statText.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[19]);
+}
+
+/** The pm_id PM2 gave a process, from its environment block (NUL-separated). */
+export function pmIdFromEnviron(environ: string): number | undefined {
+  for (const entry of environ.split('\0')) {
+    if (entry.startsWith('pm_id=')) {
+      const id = Number(entry.slice(6));
+      if (Number.isInteger(id)) return id;
+    } else if (entry.startsWith('pm2_env=')) {
+      try {
+        const id = (JSON.parse(entry.slice(8)) as { pm_id?: unknown }).pm_id;
+        if (typeof id === 'number' && Number.isInteger(id)) return id;
+      } catch {
+        /* not PM2's */
+      }
+    }
+  }
+  return undefined;
+}
+
+export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/proc'): Newcomers {
+  let fd: number;
+  try {
+    fd = fs.openSync(`${procRoot}/${daemonPid}/task/${daemonPid}/children`, 'r');
+  } catch {
+    return { after: () => undefined };
+  }
+  let buf = Buffer.alloc(4096);
+  let last = Buffer.alloc(0);
+  const children = new Map<number, Child>();
+  /** Per pm_id, its most recently started child. */
+  const newest = new Map<number, { pid: number; start: number }>();
+  let unclassified = 0;
+
+  const classify = (pid: number, c: Child): void => {
+    c.tries++;
+    try {
+      c.start = startTime(fs.readFileSync(`${procRoot}/${pid}/stat`, 'latin1'));
+      c.pmId = pmIdFromEnviron(fs.readFileSync(`${procRoot}/${pid}/environ`, 'latin1'));
+    } catch {
+      c.pmId = undefined; // gone already, or not ours to read
+    }
+  };
+
+  const rebuild = (): void => {
+    newest.clear();
+    unclassified = 0;
+    for (const [pid, c] of children) {
+      if (c.pmId === undefined) {
+        if (c.tries < 20) unclassified++;
+        continue;
+      }
+      const n = newest.get(c.pmId);
+      if (!n || c.start > n.start) newest.set(c.pmId, { pid, start: c.start });
+    }
+  };
+
+  const refresh = (): void => {
+    let n: number;
+    try {
+      n = fs.readSync(fd, buf, 0, buf.length, 0);
+      while (n === buf.length) {
+        buf = Buffer.alloc(buf.length * 2);
+        n = fs.readSync(fd, buf, 0, buf.length, 0);
+      }
+    } catch {
+      return;
+    }
+    const same = n === last.length && buf.compare(last, 0, n, 0, n) === 0;
+    if (same && unclassified === 0) return;
+    if (!same) {
+      last = Buffer.from(buf.subarray(0, n));
+      const now = new Set<number>();
+      for (const word of last.toString('latin1').split(' ')) {
+        const pid = Number(word);
+        if (pid > 0) now.add(pid);
+      }
+      for (const pid of children.keys()) if (!now.has(pid)) children.delete(pid);
+      for (const pid of now) {
+        if (!children.has(pid)) {
+          const c: Child = { pmId: undefined, start: NaN, tries: 0 };
+          children.set(pid, c);
+          classify(pid, c);
+        }
+      }
+    } else {
+      // A child read just before its exec shows the daemon's own environment: try again.
+      for (const [pid, c] of children) if (c.pmId === undefined && c.tries < 20) classify(pid, c);
+    }
+    rebuild();
+  };
+
+  return {
+    after(pmId, knownPid) {
+      if (!(knownPid > 0)) return undefined;
+      refresh();
+      const n = newest.get(pmId);
+      if (!n || n.pid === knownPid) return undefined;
+      const known = children.get(knownPid);
+      // The known process is not (or no longer) a child: the liveness check speaks for it.
+      if (!known || !(n.start > known.start)) return undefined;
+      return n.pid;
+    },
+  };
+}
