@@ -95,6 +95,26 @@ describe('writers going away lose nothing', () => {
     const r = await settleAndJudge(sb, 'reloaded');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(8);
+    // It was caught at the fork, not at the (late) online event.
+    await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
+    await expectModuleUnharmed();
+  });
+
+  it('pm2 reload <namespace>: two apps (5 and 3 instances) reloaded together', async () => {
+    await sb.start([
+      logApp(sb.work, { name: 'rl-five', namespace: 'rl', instances: 5, lines: LINES, rate: RATE }),
+      logApp(sb.work, { name: 'rl-three', namespace: 'rl', instances: 3, lines: LINES, rate: RATE }),
+    ]);
+    await waitFor(() => linesIn(logFile(sb.work, 'rl-five')) >= LINES && linesIn(logFile(sb.work, 'rl-three')) >= LINES / 2, {
+      timeoutMs: 60000,
+      what: 'rl-five and rl-three to be mid-stream',
+    });
+    await sb.pm2(['reload', 'rl']);
+    for (const [tag, n] of [['rl-five', 5], ['rl-three', 3]] as const) {
+      const r = await settleAndJudge(sb, tag);
+      expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+      expect(r.senders).toBe(2 * n);
+    }
     await expectModuleUnharmed();
   });
 
