@@ -123,6 +123,16 @@ describe.each(versions())('PM2 %s as daemon and CLI', (version) => {
     await sb.pm2(['delete', 'search']);
   });
 
+  it('pm2 reload <app> mid-stream (new workers forked under the same pm_ids): nothing missing, nothing twice', async () => {
+    await sb.start([logApp(sb.work, { name: 'gateway', instances: 3, lines: 2400, rate: 400 })]);
+    await waitFor(() => linesIn(logFile(sb.work, 'gateway')) >= 1200, { timeoutMs: 60000, what: 'gateway to be mid-stream' });
+    await sb.pm2(['reload', 'gateway']);
+    const r = await settle([{ tag: 'gateway' }]);
+    expect(r.gateway).toMatchObject({ senders: 6, missing: 0, duplicated: 0, foreign: 0 });
+    await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
+    await sb.pm2(['delete', 'gateway']);
+  });
+
   it('pm2 set delivers module settings (the module restarts with them)', async () => {
     await sb.pm2(['set', `${MODULE}:buffer_max`, '1234']);
     await waitFor(() => /relaying \(pm2 [^)]*\) settings: .*buffer_max=1234/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with buffer_max=1234' });
