@@ -62,8 +62,10 @@ interface Target {
   readonly recentAt: Deque<number>;
   readonly relays: Deque<OutPacket>;
   readonly done: (err: Error | null) => void;
-  /** Set after a failed send or when detached: nothing more goes to it. */
+  /** Set after a failed send, when found vacated, or when detached: nothing more goes to it. */
   broken: boolean;
+  /** Forgotten by the outbox (a newer target may stand for the pm_id): nothing more is kept. */
+  detached: boolean;
   /** Once detached by a new generation: sends made from this time on reached the new one. */
   replayFrom: number;
 }
@@ -94,11 +96,10 @@ export interface OutboxDeps {
   /**
    * Checked before every send: why this pm_id must not be sent to now (the process exited, or
    * PM2 put a new process under it: see liveness.ts and newcomers.ts), else undefined.
-   * @default never
    */
-  vacated?(pmId: number): string | undefined;
-  /** A target was found vacated before a send; nothing more goes to it. @default onSendError */
-  onVacated?(pmId: number, why: string): void;
+  vacated(pmId: number): string | undefined;
+  /** A target was found vacated before a send; nothing more goes to it. */
+  onVacated(pmId: number, why: string): void;
   now(): number;
   /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
@@ -191,14 +192,13 @@ export class Outbox {
    * (it may not listen yet): take the target out of service instead.
    */
   #alive(t: Target): boolean {
-    const why = this.#deps.vacated?.(t.pmId);
+    const why = this.#deps.vacated(t.pmId);
     if (why === undefined) return true;
     if (!t.broken) {
       t.broken = true;
       this.#c.dropped += t.relays.size;
       t.relays.clear();
-      if (this.#deps.onVacated) this.#deps.onVacated(t.pmId, why);
-      else this.#deps.onSendError(t.pmId, new Error(`Process with ID <${t.pmId}> ${why} (not sent)`));
+      this.#deps.onVacated(t.pmId, why);
     }
     return false;
   }
@@ -242,12 +242,8 @@ export class Outbox {
   #detach(t: Target, startedAt: number): void {
     this.#targets.delete(t.pmId);
     t.broken = true;
-    if (!(startedAt > t.startedAt)) {
-      t.recentAt.clear();
-      t.recentPackets.clear();
-      t.recentApps.clear();
-      return;
-    }
+    t.detached = true;
+    if (!(startedAt > t.startedAt)) return;
     // pm_uptime is a whole millisecond: the replacement happened somewhere within it.
     const cut = startedAt + 0.5;
     t.replayFrom = cut;
@@ -302,6 +298,7 @@ export class Outbox {
         relays: new Deque(),
         done: (err) => this.#onDone(created, err),
         broken: false,
+        detached: false,
         replayFrom: Infinity,
       };
       t = created;
@@ -359,7 +356,7 @@ export class Outbox {
         this.#c.out++;
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
-        if (this.#targets.get(t.pmId) === t) this.#remember(t, packet, app, handledAt);
+        if (!t.detached) this.#remember(t, packet, app, handledAt);
       }
     } else {
       this.#c.relayed++;

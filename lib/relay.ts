@@ -63,6 +63,9 @@ export interface AppStatus {
   last_problem: string | null;
 }
 
+/** How `vacated` says a process has exited (as opposed to: was replaced). */
+const EXITED = 'exited';
+
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
 
 const DROP_PHRASE: Record<DropReason, string> = {
@@ -131,7 +134,7 @@ export class Relay {
       vacated: (pmId) => {
         const p = this.registry.process(pmId);
         if (p === undefined) return undefined;
-        if (!this.#liveness.isAlive(p.pid)) return `exited (pid ${p.pid})`;
+        if (!this.#liveness.isAlive(p.pid)) return `${EXITED} (pid ${p.pid})`;
         const other = this.#newcomers.after(pmId, p.pid);
         return other === undefined ? undefined : `is a new process (pid ${other}, was ${p.pid}): a reload`;
       },
@@ -453,18 +456,21 @@ export class Relay {
 
   /** Found before a send: the process behind pm_id exited or was replaced. Held until it is back. */
   #onVacated(pmId: number, why: string): void {
-    const p = this.registry.markUnreachable(pmId);
-    this.#reporter.count(`sends stopped before they went out: pm_id ${pmId} ${why}; packets kept`);
-    // A replacement says `online` soon; the list tells its pid (and an exit's outcome) meanwhile.
-    this.scheduleReconcile(/reload/.test(why) ? 200 : 1000);
-    if (p) this.#electAndPump(p.appKey);
+    // A replacement says `online` soon, and the list tells its pid meanwhile; an exit is read
+    // after PM2 has handled it.
+    this.#outOfService(pmId, `sends stopped before they went out: pm_id ${pmId} ${why}; packets kept`, why.startsWith(EXITED) ? 1000 : 200);
   }
 
   #onSendError(pmId: number, err: Error): void {
-    const p = this.registry.markUnreachable(pmId);
     const msg = err && err.message ? err.message : String(err);
-    this.#reporter.count(`sends refused by PM2 (${/offline/.test(msg) ? 'target offline' : msg.slice(0, 80)}), packets kept`);
-    this.scheduleReconcile(/unknown/.test(msg) ? 0 : 1000);
+    this.#outOfService(pmId, `sends refused by PM2 (${/offline/.test(msg) ? 'target offline' : msg.slice(0, 80)}), packets kept`, /unknown/.test(msg) ? 0 : 1000);
+  }
+
+  /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
+  #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
+    const p = this.registry.markUnreachable(pmId);
+    this.#reporter.count(countLine);
+    this.scheduleReconcile(reconcileInMs);
     if (p) this.#electAndPump(p.appKey);
   }
 }
