@@ -77,6 +77,8 @@ interface Target {
  * from then on), small enough not to pin delivered packets in memory during a burst.
  */
 const RECENT_MS = 2000;
+/** An answer slower than this (ms) is checked against the daemon's children (`forkedSince`). */
+const LATE_ANSWER_MS = 1;
 const RECENT_MAX = 20000;
 
 export interface OutboxDeps {
@@ -100,6 +102,11 @@ export interface OutboxDeps {
   vacated(pmId: number): string | undefined;
   /** A target was found vacated before a send; nothing more goes to it. */
   onVacated(pmId: number, why: string): void;
+  /**
+   * Asked when an answer came late: has PM2 started a new process for this pm_id since the one we
+   * send to? false: no, so PM2 handled the send before any reload swapped it; undefined: unknown.
+   */
+  forkedSince?(pmId: number): boolean | undefined;
   now(): number;
   /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
@@ -327,7 +334,13 @@ export class Outbox {
     t.inflight--;
     const packet = t.sentPackets.shift() as OutPacket;
     const app = t.sentApps.shift() as AppQueue | null;
-    const handledAt = ((t.sentAt.shift() as number) + this.#preciseNow()) / 2;
+    const sentAt = t.sentAt.shift() as number;
+    const answeredAt = this.#preciseNow();
+    let handledAt = (sentAt + answeredAt) / 2;
+    // An answer can be late because this process was busy, not PM2. If PM2 has started no new
+    // process for the pm_id by now, it handled the send before any reload's swap (the swap and the
+    // fork are one step of the daemon): the old process got it, and it is never to be sent again.
+    if (!err && app && answeredAt - sentAt > LATE_ANSWER_MS && this.#deps.forkedSince?.(t.pmId) === false) handledAt = -Infinity;
     if (app) app.inflight--;
     if (err) {
       this.#c.sendErrors++;

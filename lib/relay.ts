@@ -139,6 +139,10 @@ export class Relay {
         return other === undefined ? undefined : `is a new process (pid ${other}, was ${p.pid}): a reload`;
       },
       onVacated: (pmId, why) => this.#onVacated(pmId, why),
+      forkedSince: (pmId) => {
+        const p = this.registry.process(pmId);
+        return p === undefined ? undefined : this.#newcomers.forked(pmId, p.pid);
+      },
       now: this.#now,
       preciseNow: opts.preciseNow,
       counters: this.counters,

@@ -15,7 +15,7 @@ async function setup(
   const timers = new FakeTimers();
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
-  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined }, ...opts });
+  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined }, ...opts });
   await relay.start();
   lines.length = 0; // the start-up lines (each app's writer)
   return { relay, client, timers, lines, reporter, settings };
@@ -134,7 +134,10 @@ describe('Relay', () => {
 
   it('stops sending the moment PM2 forks a new process under the writer\'s pm_id (reload), before any event', async () => {
     let forked = false;
-    const newcomers = { after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined) };
+    const newcomers = {
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+    };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay, lines, reporter } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
     logs(client, 1, 'web', 0, 5);
@@ -161,6 +164,36 @@ describe('Relay', () => {
     for (let i = 0; i < 40; i++) await flush();
     expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 8 }, (_, i) => `web-1-${i}`));
     expect(relay.counters).toMatchObject({ out: 8, held: 0, dropped: 0 });
+  });
+
+  it('a send answered late (this process busy) before the fork reached the old writer: not sent again; one answered after the fork is', async () => {
+    let forked = false;
+    const newcomers = {
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+    };
+    const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
+    const { client, timers, relay } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
+    client.autoAnswer = false;
+    logs(client, 1, 'web', 0, 1);
+    const restartAt = timers.now + 1;
+    timers.advance(3); // PM2 stamps the new generation at restartAt; we read the answer only now
+    client.answer(1); // no new process yet: PM2 handled it before the swap
+    logs(client, 1, 'web', 1, 2);
+    timers.advance(3);
+    forked = true;
+    client.answer(1); // answered after the fork, midpoint past the stamp: the new process got it
+    client.procs[0] = { ...client.procs[0], status: 'online', pm_uptime: restartAt, pid: 2000 };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    for (const ms of [1000, 1000]) {
+      timers.advance(ms);
+      for (let i = 0; i < 20; i++) {
+        client.answer();
+        await flush();
+      }
+    }
+    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0', 'web-1-1', 'web-1-1']);
+    expect(relay.counters).toMatchObject({ out: 2, held: 0, dropped: 0 });
   });
 
   it('drops the oldest past buffer_max, counts them and says so once', async () => {
