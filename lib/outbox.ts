@@ -44,30 +44,42 @@ export interface AppQueue {
   heldSince: number;
 }
 
+/** A send in flight: the packet, its app (null: a relayed topic), when it was written to PM2. */
+interface Sent {
+  readonly packet: OutPacket;
+  readonly app: AppQueue | null;
+  readonly sentAt: number;
+}
+
+/**
+ * A log packet PM2 accepted lately, kept a short while in case it reached a new generation: when
+ * we wrote it and read PM2's answer (sub-ms epoch times), and whether it is known to have gone to
+ * the process we meant (PM2 had forked nothing new for the pm_id when the answer was read).
+ */
+interface Recent {
+  readonly packet: OutPacket;
+  readonly app: AppQueue;
+  readonly sentAt: number;
+  readonly answeredAt: number;
+  readonly beforeAnyFork: boolean;
+}
+
 interface Target {
   readonly pmId: number;
   /** The generation (PM2's pm_uptime) this target stands for. */
   readonly startedAt: number;
   inflight: number;
-  /** What is in flight, in send order: the packet, its app (null: relay), when it was sent. */
-  readonly sentPackets: Deque<OutPacket>;
-  readonly sentApps: Deque<AppQueue | null>;
-  readonly sentAt: Deque<number>;
-  /**
-   * Log packets PM2 accepted lately, kept a short while in case they reached a new generation,
-   * with the estimated time PM2 handled each (midway between our send and its answer).
-   */
-  readonly recentPackets: Deque<OutPacket>;
-  readonly recentApps: Deque<AppQueue>;
-  readonly recentAt: Deque<number>;
+  /** What is in flight, in send order. */
+  readonly sent: Deque<Sent>;
+  readonly recent: Deque<Recent>;
   readonly relays: Deque<OutPacket>;
   readonly done: (err: Error | null) => void;
   /** Set after a failed send, when found vacated, or when detached: nothing more goes to it. */
   broken: boolean;
   /** Forgotten by the outbox (a newer target may stand for the pm_id): nothing more is kept. */
   detached: boolean;
-  /** Once detached by a new generation: sends made from this time on reached the new one. */
-  replayFrom: number;
+  /** Once detached by a new generation: its pm_uptime (sends PM2 handled after it reached it). */
+  replacedAt: number;
 }
 
 /**
@@ -77,9 +89,30 @@ interface Target {
  * from then on), small enough not to pin delivered packets in memory during a burst.
  */
 const RECENT_MS = 2000;
-/** An answer slower than this (ms) is checked against the daemon's children (`forkedSince`). */
-const LATE_ANSWER_MS = 1;
 const RECENT_MAX = 20000;
+/**
+ * A lower bound of how long PM2's daemon takes to put a new process under a pm_id once it has
+ * stamped its pm_uptime: `cluster.fork()` (or `spawn`) alone, which runs in the same synchronous
+ * step as the swap, took 6.7 ms at the least on the 2-core machine (median 23 ms under load).
+ */
+const SWAP_MIN_MS = 1;
+
+/**
+ * Did PM2 hand a send to the new generation (stamped `replacedAt`, PM2's pm_uptime, whole ms)
+ * rather than to the process it replaced? PM2 swaps the process under a pm_id in one synchronous
+ * step that starts before `Date.now()` is stamped and ends after the fork, so it handled the send
+ * either before that step (the old process) or after it (the new one):
+ *   - answered before the step could have ended: before it, the old process;
+ *   - written after the stamp: after the step, the new process;
+ *   - otherwise, written before and answered well after the step: unless PM2 had forked nothing
+ *     new when we read the answer, PM2 handled it after the step (our answer was read late only
+ *     when this process was busy for longer than the daemon's fork).
+ */
+export function reachedNewGeneration(sentAt: number, answeredAt: number, replacedAt: number, beforeAnyFork = false): boolean {
+  if (answeredAt < replacedAt + SWAP_MIN_MS) return false;
+  if (sentAt >= replacedAt + 1) return true;
+  return !beforeAnyFork;
+}
 
 export interface OutboxDeps {
   send: SendFn;
@@ -251,18 +284,13 @@ export class Outbox {
     t.broken = true;
     t.detached = true;
     if (!(startedAt > t.startedAt)) return;
-    // pm_uptime is a whole millisecond: the replacement happened somewhere within it.
-    const cut = startedAt + 0.5;
-    t.replayFrom = cut;
+    t.replacedAt = startedAt;
     const byApp = new Map<AppQueue, OutPacket[]>();
-    while (t.recentAt.size > 0) {
-      const at = t.recentAt.shift() as number;
-      const packet = t.recentPackets.shift() as OutPacket;
-      const app = t.recentApps.shift() as AppQueue;
-      if (at < cut) continue;
-      let list = byApp.get(app);
-      if (!list) byApp.set(app, (list = []));
-      list.push(packet);
+    for (let r = t.recent.shift(); r !== undefined; r = t.recent.shift()) {
+      if (!reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork)) continue;
+      let list = byApp.get(r.app);
+      if (!list) byApp.set(r.app, (list = []));
+      list.push(r.packet);
     }
     let n = 0;
     for (const [app, list] of byApp) {
@@ -296,17 +324,13 @@ export class Outbox {
         pmId,
         startedAt: this.#deps.generationOf(pmId),
         inflight: 0,
-        sentPackets: new Deque(),
-        sentApps: new Deque(),
-        sentAt: new Deque(),
-        recentPackets: new Deque(),
-        recentApps: new Deque(),
-        recentAt: new Deque(),
+        sent: new Deque(),
+        recent: new Deque(),
         relays: new Deque(),
         done: (err) => this.#onDone(created, err),
         broken: false,
         detached: false,
-        replayFrom: Infinity,
+        replacedAt: Infinity,
       };
       t = created;
       this.#targets.set(pmId, t);
@@ -316,9 +340,7 @@ export class Outbox {
 
   #sendOne(t: Target, packet: OutPacket, app: AppQueue | null): void {
     t.inflight++;
-    t.sentPackets.push(packet);
-    t.sentApps.push(app);
-    t.sentAt.push(this.#preciseNow());
+    t.sent.push({ packet, app, sentAt: this.#preciseNow() });
     this.#deps.send(t.pmId, packet.topic, packet.data, t.done);
   }
 
@@ -332,15 +354,12 @@ export class Outbox {
 
   #onDone(t: Target, err: Error | null): void {
     t.inflight--;
-    const packet = t.sentPackets.shift() as OutPacket;
-    const app = t.sentApps.shift() as AppQueue | null;
-    const sentAt = t.sentAt.shift() as number;
+    const { packet, app, sentAt } = t.sent.shift() as Sent;
     const answeredAt = this.#preciseNow();
-    let handledAt = (sentAt + answeredAt) / 2;
-    // An answer can be late because this process was busy, not PM2. If PM2 has started no new
-    // process for the pm_id by now, it handled the send before any reload's swap (the swap and the
-    // fork are one step of the daemon): the old process got it, and it is never to be sent again.
-    if (!err && app && answeredAt - sentAt > LATE_ANSWER_MS && this.#deps.forkedSince?.(t.pmId) === false) handledAt = -Infinity;
+    // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
+    // by now (the swap and the fork are one step of the daemon). Asked only when it matters: an
+    // answer slow enough for a swap to fit between the send and the answer.
+    const beforeAnyFork = !err && app !== null && answeredAt - sentAt > SWAP_MIN_MS && this.#deps.forkedSince?.(t.pmId) === false;
     if (app) app.inflight--;
     if (err) {
       this.#c.sendErrors++;
@@ -361,7 +380,7 @@ export class Outbox {
         t.relays.clear();
       }
     } else if (app) {
-      if (handledAt >= t.replayFrom) {
+      if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork)) {
         // Accepted by a generation that was not listening yet: send again when it is.
         this.#requeueFront(app, [packet]);
         this.#deps.onReplay?.(t.pmId, 1);
@@ -369,7 +388,7 @@ export class Outbox {
         this.#c.out++;
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
-        if (!t.detached) this.#remember(t, packet, app, handledAt);
+        if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });
       }
     } else {
       this.#c.relayed++;
@@ -392,16 +411,10 @@ export class Outbox {
     return this.#clock();
   }
 
-  #remember(t: Target, packet: OutPacket, app: AppQueue, at: number): void {
-    t.recentPackets.push(packet);
-    t.recentApps.push(app);
-    t.recentAt.push(at);
-    const oldest = at - RECENT_MS;
-    while (t.recentAt.size > RECENT_MAX || (t.recentAt.peek() as number) < oldest) {
-      t.recentAt.shift();
-      t.recentPackets.shift();
-      t.recentApps.shift();
-    }
+  #remember(t: Target, r: Recent): void {
+    t.recent.push(r);
+    const oldest = r.answeredAt - RECENT_MS;
+    while (t.recent.size > RECENT_MAX || (t.recent.peek() as Recent).answeredAt < oldest) t.recent.shift();
   }
 
   /** Put packets (in their send order) before everything else the app waits to send. */

@@ -54,16 +54,30 @@ function judge({ apps, reportDir, excludePids = [] }) {
     let sent = 0;
     let missing = 0;
     const missingBySender = {};
+    /** Per sender, the missing lines as [first, last] runs of seq numbers, with when they were due. */
+    const missingRanges = [];
     for (const r of reports) {
       if (r.tag !== app.tag) continue;
       sent += r.sent;
       if (excluded.has(Number(r.pid))) continue;
       let m = 0;
-      for (let i = 0; i < r.sent; i++) if (!seen.has(`${r.pid} ${i}`)) m++;
+      let run;
+      for (let i = 0; i < r.sent; i++) {
+        if (seen.has(`${r.pid} ${i}`)) {
+          run = undefined;
+          continue;
+        }
+        m++;
+        if (run) run.last = i;
+        else {
+          run = { pid: r.pid, instance: r.instance, first: i, last: i, dueAt: r.rate > 0 && r.startedAt ? Math.round(r.startedAt + (i * 1000) / r.rate) : undefined };
+          missingRanges.push(run);
+        }
+      }
       if (m > 0) missingBySender[`${r.pid}(instance ${r.instance})`] = m;
       missing += m;
     }
-    result[app.tag] = { sent, written, missing, duplicated, foreign, senders: reports.filter((r) => r.tag === app.tag).length, missingBySender };
+    result[app.tag] = { sent, written, missing, duplicated, foreign, senders: reports.filter((r) => r.tag === app.tag).length, missingBySender, missingRanges };
   }
   return result;
 }

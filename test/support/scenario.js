@@ -28,26 +28,52 @@ function linesIn(file) {
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
 }
 
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
 /**
  * Wait until every process of the app now in `pm2 jlist` has reported done, and every sender that
- * ever reported (graceful exits report too) is done, except `excludePids`; then until the file
- * is quiet. Returns the judgement of the app.
+ * ever reported is done or gone (graceful exits report done; a process that died abruptly, such
+ * as an app without a SIGINT handler, counts what had left it by its last report), except
+ * `excludePids`; then until the file is quiet. Returns the judgement of the app.
  */
 async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs = 120000 } = {}) {
   const excluded = new Set(excludePids.map(Number));
+  let waitingFor = [];
   await waitFor(
     async () => {
       const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
       const reports = readReports(reportDirOf(sb.work)).filter((r) => r.tag === tag);
       const done = new Set(reports.filter((r) => r.done).map((r) => r.pid));
-      return live.every((pid) => done.has(pid)) && reports.every((r) => r.done || excluded.has(r.pid));
+      waitingFor = [
+        ...live.filter((pid) => !done.has(pid)).map((pid) => `online pid ${pid} not done`),
+        ...reports.filter((r) => !r.done && !excluded.has(r.pid) && alive(r.pid)).map((r) => `pid ${r.pid} (instance ${r.instance}) sent ${r.sent}, not done`),
+      ];
+      return waitingFor.length === 0;
     },
-    { timeoutMs, every: 250, what: `every sender of ${tag} to finish` },
+    { timeoutMs, every: 250, what: () => `every sender of ${tag} to finish (still: ${waitingFor.join('; ')})` },
   );
   await waitQuiet([logFile(sb.work, tag)], 2000);
   const r = judge({ apps: [{ tag, file: logFile(sb.work, tag) }], reportDir: reportDirOf(sb.work), excludePids });
-  console.log(`${tag}:\n${formatJudgement(r)}${Object.keys(r[tag].missingBySender).length ? `\nmissing by sender: ${JSON.stringify(r[tag].missingBySender)}` : ''}`);
+  const ranges = r[tag].missingRanges.slice(0, 12).map((m) => `pid ${m.pid} #${m.first}-${m.last}${m.dueAt ? ` due ${new Date(m.dueAt).toISOString().slice(11, 23)}` : ''}`);
+  console.log(`${tag}:\n${formatJudgement(r)}${ranges.length ? `\nmissing: ${ranges.join(', ')}` : ''}`);
   return r[tag];
 }
 
-module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge };
+/**
+ * How a judged app's missing lines are spread: runs of consecutive lines per sender. A loss at one
+ * moment (a writer dying with its pipe) is one run per sender; a leak elsewhere is more.
+ */
+function lossAtOneMoment(r) {
+  const runs = new Map();
+  for (const m of r.missingRanges) runs.set(m.pid, (runs.get(m.pid) || 0) + 1);
+  return { runsPerSender: Math.max(0, ...runs.values()), senders: runs.size };
+}
+
+module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment };

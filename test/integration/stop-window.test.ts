@@ -1,0 +1,93 @@
+/**
+ * Issue 10: the writer's stop window. Apps stop in three ways, and each must lose nothing the
+ * relay could deliver:
+ *   immediate  log4js.shutdown() at once on SIGINT: what reaches it after that is dropped;
+ *   graceful   the fixture's own way: stop logging, let its IPC drain, then log4js.shutdown();
+ *   none       no SIGINT handler: Node dies at once, like kill -9.
+ * PM2 marks a process `stopping` before it signals it and refuses sends from then on, so nothing
+ * is handed to a writer after its SIGINT: immediate and graceful apps lose nothing. An app without
+ * a handler dies with what sat unread in its pipe (the kill -9 bound: one moment's backlog).
+ * Three apps, one per kind, go through each action together, mid-stream.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { logApp, logFile, reportDirOf } from '../support/apps.js';
+import { readReports } from '../support/judge.js';
+import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+
+const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
+const LINES = 2400;
+const RATE = 300;
+const KINDS = ['immediate', 'graceful', 'none'] as const;
+
+describe('the writer stop window, for apps that stop in each of three ways', () => {
+  let sb: InstanceType<typeof Pm2Sandbox>;
+  let daemonPid = '';
+
+  beforeAll(async () => {
+    sb = Pm2Sandbox.create('pm2si-stopwin-');
+    await sb.install(tarball);
+    daemonPid = fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim();
+  });
+
+  afterAll(async () => {
+    await sb?.destroy();
+  });
+
+  async function startAll(prefix: string) {
+    const names = KINDS.map((k) => `${prefix}-${k}`);
+    await sb.start(KINDS.map((k, i) => logApp(sb.work, { name: names[i], instances: 4, lines: LINES, rate: RATE, env: { SHUTDOWN: k } })));
+    await waitFor(() => names.every((n) => linesIn(logFile(sb.work, n)) >= LINES), { timeoutMs: 90000, what: `${prefix} apps to be mid-stream` });
+    const writers = await Promise.all(names.map((n) => writerProc(sb, n)));
+    return { names, writers };
+  }
+
+  async function judgeAll(names: string[], writerPids: number[], senders: number) {
+    for (const [i, kind] of KINDS.entries()) {
+      // A writer without a handler dies with its own unflushed lines: those are not the relay's.
+      const r = await settleAndJudge(sb, names[i], { excludePids: kind === 'none' ? [writerPids[i]] : [] });
+      expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
+      if (kind === 'none') {
+        // One moment's backlog: each sender misses at most one run of lines, all told at most
+        // what the three senders log in 250 ms (measured under load: see README, stop window).
+        const loss = lossAtOneMoment(r);
+        expect(loss.runsPerSender).toBeLessThanOrEqual(1);
+        expect(r.missing).toBeLessThanOrEqual(Math.ceil((3 * RATE * 250) / 1000));
+      } else expect(r.missing).toBe(0);
+      expect(r.senders).toBeGreaterThanOrEqual(senders);
+    }
+    // Neither PM2's daemon nor the module restarted.
+    expect(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim()).toBe(daemonPid);
+    expect((await sb.moduleProc()).pm2_env.restart_time).toBe(0);
+  }
+
+  it('pm2 restart <writer id>', async () => {
+    const { names, writers } = await startAll('rw');
+    for (const w of writers) await sb.pm2(['restart', String(w.pm_id)]);
+    await judgeAll(names, writers.map((w) => w.pid), 5);
+  });
+
+  it('pm2 stop <writer id>, then pm2 start <writer id>', async () => {
+    const { names, writers } = await startAll('ss');
+    for (const w of writers) await sb.pm2(['stop', String(w.pm_id)]);
+    // The writers stay stopped until every app holds packets (or its senders have finished).
+    await waitFor(
+      async () => {
+        const apps = (await sb.trigger('status')).apps as { name: string; held: number }[];
+        const done = (n: string) => readReports(reportDirOf(sb.work)).filter((r: { tag: string; done: boolean }) => r.tag === n && r.done).length >= 3;
+        return names.every((n) => (apps.find((a) => a.name === n)?.held ?? 0) > 0 || done(n));
+      },
+      { timeoutMs: 30000, what: 'packets to be held for every app' },
+    );
+    for (const w of writers) await sb.pm2(['start', String(w.pm_id)]);
+    await judgeAll(names, writers.map((w) => w.pid), 5);
+  });
+
+  it('pm2 restart <app> (writer and senders restarted)', async () => {
+    const { names, writers } = await startAll('ra');
+    for (const n of names) await sb.pm2(['restart', n]);
+    await judgeAll(names, writers.map((w) => w.pid), 8);
+  });
+});
