@@ -6,13 +6,14 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { formatSettings, parseSettings, unknownKeys } from './lib/config';
+import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
 import { files, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
 import { createPm2Client } from './lib/pm2-client';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
+import { Spool } from './lib/spool';
 import { StateFile, stateDir } from './lib/state';
 
 const NAME = 'pm2-scoped-intercom';
@@ -52,8 +53,12 @@ async function main(): Promise<void> {
   for (const p of problems) warn(p.message);
   const unknown = unknownKeys(moduleConf);
   if (unknown.length > 0) warn(`ignoring unknown setting(s) ${unknown.join(', ')}; known: ${Object.keys(settings).join(', ')}`);
+  for (const key of Object.keys(moduleConf)) if (key in RETIRED_KEYS) log(RETIRED_KEYS[key]);
 
   const reporter = new Reporter(log, warn);
+  // Held packets past buffer_mb, kept across restarts (it may hold some from the last run).
+  const spool = new Spool({ dir: path.join(dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
+  spool.load();
   const client = createPm2Client();
   await client.connect();
   const relay = new Relay({
@@ -62,6 +67,7 @@ async function main(): Promise<void> {
     reporter,
     knownInstanceVars: saved.instanceVars,
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
+    spool,
   });
   // A bridge left by the previous run holds what the bus carried while no module listened.
   const bridge = readBridge(dir);
@@ -105,6 +111,7 @@ async function main(): Promise<void> {
     `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
       `settings: ${formatSettings(settings)}`,
   );
+  log(`spool: ${spool.failure ?? `${spool.dir}${spool.count > 0 ? `, ${spool.count} log packets from the last run` : ''}`}`);
 
   let seconds = 0;
   const timer = setInterval(() => {

@@ -5,7 +5,7 @@
  * 4-instance log4js app burst K lines per instance, and prints the top functions by self time.
  *
  *   npm run build && node bench/profile-relay.js [--lines 20000] [--inflight 1] [--instances 4]
- *     [--buffer-max B] [--build DIR (a copy with dist/ and package.json)] [--no-prof] [--runs R]
+ *     [--buffer-mb MB] [--build DIR (a copy with dist/ and package.json)] [--no-prof] [--runs R]
  *     [--entry bench/fixtures/minimal-relay.js (the floor: bus in, sendDataToProcessId out)]
  *     [--relay-node-options "--max-semi-space-size=2"]
  *
@@ -28,7 +28,7 @@ function option(name, fallback) {
 const LINES = Number(option('lines', '20000'));
 const INFLIGHT = Number(option('inflight', '1'));
 const N = Number(option('instances', '4'));
-const BUFFER_MAX = option('buffer-max', undefined);
+const BUFFER_MB = option('buffer-mb', undefined);
 // Another build of the module to profile (a directory holding dist/ and package.json), e.g. to
 // measure a candidate change before making it; its node_modules come from this checkout.
 const BUILD = path.resolve(option('build', ROOT));
@@ -71,7 +71,7 @@ async function main() {
     const control = path.join(work, 'control.json');
     const logFile = path.join(work, 'app.log');
     const conf = { max_inflight: INFLIGHT };
-    if (BUFFER_MAX) conf.buffer_max = Number(BUFFER_MAX);
+    if (BUFFER_MB) conf.buffer_mb = Number(BUFFER_MB);
     const env = { ...sb.env, WINDOW: String(INFLIGHT), name: MODULE, [MODULE]: JSON.stringify(conf), PM2_SCOPED_INTERCOM_STATE_DIR: path.join(sb.dir, 'state'), NODE_PATH: path.join(ROOT, 'node_modules') };
     const nodeOptions = option('relay-node-options', undefined);
     if (nodeOptions) env.NODE_OPTIONS = nodeOptions;

@@ -776,7 +776,7 @@ async function main() {
   const rows = [];
   // Row b runs the package's defaults (package.json `config`), b' changes max_inflight only.
   const defaults = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).config || {};
-  const dflt = { max_inflight: defaults.max_inflight ?? 1, buffer_max: defaults.buffer_max ?? 20000 };
+  const dflt = { max_inflight: defaults.max_inflight ?? 1 };
   const factories = {
     a: nativeRow,
     b: () => moduleRow('b', `(b) PM2 + ${MODULE}, defaults (max_inflight=${dflt.max_inflight})`, dflt),

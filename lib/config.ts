@@ -16,8 +16,10 @@ export interface Settings {
   readonly broadcast: BroadcastScope;
   /** Instance number (the app's `instance_var`) of the process that writes. @default 0 */
   readonly writer_instance: number;
-  /** Log packets kept per app while it has no ready writer or the relay is behind; the oldest are dropped past it. @default 100000 */
-  readonly buffer_max: number;
+  /** Megabytes of held log packets kept in memory (whole module) while writers are away or the relay is behind; past it they go to the spool. @default 24 */
+  readonly buffer_mb: number;
+  /** Megabytes of held log packets kept on disk past `buffer_mb` (0: no spool, the oldest in memory are dropped instead); past it the newest are dropped. @default 256 */
+  readonly spool_mb: number;
   /** Milliseconds after a writer comes online before packets are delivered to it (apps without `wait_ready`). @default 1500 */
   readonly ready_delay: number;
   /** Sends to PM2 in flight at once, across all apps. @default 1 */
@@ -30,7 +32,8 @@ export const DEFAULTS: Settings = Object.freeze({
   log_topics: Object.freeze(['log4js:message']),
   broadcast: 'app',
   writer_instance: 0,
-  buffer_max: 100000,
+  buffer_mb: 24,
+  spool_mb: 256,
   ready_delay: 1500,
   max_inflight: 1,
   report_interval: 5,
@@ -83,7 +86,8 @@ const PARSERS: { [K in keyof Settings]: Parser<Settings[K]> } = {
     },
   },
   writer_instance: integer(0, 1_000_000),
-  buffer_max: integer(0, 10_000_000),
+  buffer_mb: integer(1, 65_536),
+  spool_mb: integer(0, 1_048_576),
   ready_delay: integer(0, 600_000),
   max_inflight: integer(1, 4096),
   report_interval: integer(1, 3600),
@@ -133,10 +137,15 @@ export function parseSettings(raw: Record<string, unknown>, previous: Partial<Se
   return { settings: Object.freeze(out) as unknown as Settings, problems };
 }
 
+/** Keys earlier versions had, and what replaced them (said once at start, never an error). */
+export const RETIRED_KEYS: Readonly<Record<string, string>> = Object.freeze({
+  buffer_max: 'buffer_max (a count of packets) is replaced by buffer_mb (memory) and spool_mb (disk) and is ignored; remove it with: pm2 unset pm2-scoped-intercom:buffer_max',
+});
+
 /** Keys the user set for this module that it does not know (a typo usually). */
 export function unknownKeys(moduleConf: Record<string, unknown>): string[] {
   const known = new Set<string>(SETTING_KEYS);
-  return Object.keys(moduleConf).filter((k) => !known.has(k));
+  return Object.keys(moduleConf).filter((k) => !known.has(k) && !(k in RETIRED_KEYS));
 }
 
 export function formatSettings(s: Settings): string {

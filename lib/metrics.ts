@@ -40,6 +40,8 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'packets in/s', value: () => meter.rates.inPerSec });
   probe.metric({ name: 'packets out/s', value: () => meter.rates.outPerSec });
   probe.metric({ name: 'held now', value: () => c.held });
+  probe.metric({ name: 'spooled now', value: () => c.spooled });
+  probe.metric({ name: 'held in memory', value: () => Math.round(relay.outbox.heldBytes / 104857.6) / 10, unit: 'MB' });
   probe.metric({ name: 'dropped total', value: () => c.dropped });
   probe.metric({ name: 'malformed total', value: () => c.malformed });
   probe.metric({ name: 'apps tracked', value: () => relay.status().length });

@@ -12,6 +12,7 @@ import { daemonChildren, type Newcomers } from './newcomers';
 import { formatAppKey, Registry, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
+import type { Spool } from './spool';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -45,6 +46,8 @@ export interface RelayOptions {
   liveness?: Liveness;
   /** Which process PM2 started last for a pm_id. @default daemonChildren() */
   newcomers?: Newcomers;
+  /** Where held packets go past `buffer_mb` (loaded already). None: they are dropped. */
+  spool?: Spool;
 }
 
 export interface AppStatus {
@@ -95,6 +98,9 @@ export class Relay {
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
   readonly #writer = new Map<string, number | undefined>();
   readonly #readyTimers = new Map<string, unknown>();
+  /** The configured log topics, so a held packet shares one topic string. */
+  readonly #topicOf = new Map<string, string>();
+  readonly #spool: Spool | undefined;
   #reconcileTimer: unknown = undefined;
   #reconciling: Promise<void> | undefined;
   #started = false;
@@ -111,6 +117,8 @@ export class Relay {
     this.#heldWarnAfter = opts.heldWarnAfter ?? 5000;
     this.#liveness = opts.liveness ?? procLiveness();
     this.#newcomers = opts.newcomers ?? daemonChildren();
+    this.#spool = opts.spool;
+    for (const t of this.#topics) this.#topicOf.set(t, t);
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
@@ -120,9 +128,13 @@ export class Relay {
       send: opts.client.send,
       writerOf: (key) => this.#writer.get(key),
       onSendError: (pmId, err) => this.#onSendError(pmId, err),
-      onOverflow: (app, n) => {
-        this.#reporter.count(`log packets dropped: hold buffer full (buffer_max=${this.#settings.buffer_max}) for ${formatAppKey(app.key)}`, n);
-        this.#reporter.diagnose(app.key, 'buffer-full', () => `more than buffer_max=${this.#settings.buffer_max} log packets waited; the oldest were dropped. ${this.#whyNoWriter(app.key)}`);
+      onOverflow: (app, n, why) => {
+        const bound = why === 'spool' ? `buffer_mb=${this.#settings.buffer_mb} and spool_mb=${this.#settings.spool_mb} full, the newest dropped` : `buffer_mb=${this.#settings.buffer_mb} full, the oldest dropped${this.#spool?.failure ? ` (no spool: ${this.#spool.failure})` : ''}`;
+        this.#reporter.count(`log packets dropped: hold buffer full (${bound}) for ${formatAppKey(app.key)}`, n);
+        this.#reporter.diagnose(app.key, 'buffer-full', () => `more log packets waited than the hold buffer takes (${bound}). ${this.#whyNoWriter(app.key)}`);
+      },
+      onSpool: (app) => {
+        this.#reporter.info(`app=${formatAppKey(app.key)} held log packets pass buffer_mb=${this.#settings.buffer_mb}: the newer ones go to the spool on disk (${this.#spool?.dir}, up to spool_mb=${this.#settings.spool_mb})`);
       },
       onFlush: (app, n, writer) => {
         this.#reporter.info(`app=${formatAppKey(app.key)} delivering ${n} held log packets to writer pm_id=${writer}`);
@@ -146,7 +158,8 @@ export class Relay {
       now: this.#now,
       preciseNow: opts.preciseNow,
       counters: this.counters,
-      bufferMax: opts.settings.buffer_max,
+      bufferBytes: opts.settings.buffer_mb * 1048576,
+      spool: opts.spool,
       maxInflight: opts.settings.max_inflight,
     });
   }
@@ -168,6 +181,10 @@ export class Relay {
     const envs = await this.#client.list();
     this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
     if (opts.spool) this.#restore(opts.spool);
+    this.outbox.adoptSpool(
+      (key) => this.registry.app(key) !== undefined,
+      (key, n) => this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${n} log packets it had spooled`),
+    );
     this.#started = true;
     for (const [isMsg, p] of this.#early.splice(0)) {
       if (isMsg) this.handleMessage(p);
@@ -189,7 +206,7 @@ export class Relay {
             this.#reporter.diagnose(r.appKey, 'fork-mode', () => `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);
           }
         }
-        this.outbox.pushLog(r.appKey, { topic: raw.topic, data: raw.data });
+        this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
         return;
       }
       case 'relay': {
@@ -261,9 +278,10 @@ export class Relay {
   /** Periodic checks (call about once a second): say why an app has held packets for long. */
   tick(): void {
     const now = this.#now();
+    this.#spool?.flush();
     for (const a of this.outbox.apps()) {
-      if (a.heldSince !== 0 && now - a.heldSince >= this.#heldWarnAfter && a.queue.size + a.retry.size > 0) {
-        this.#reporter.diagnose(a.key, 'held', `${a.queue.size + a.retry.size} log packets have waited ${Math.round((now - a.heldSince) / 1000)} s for a writer. ${this.#whyNoWriter(a.key)}`);
+      if (a.heldSince !== 0 && now - a.heldSince >= this.#heldWarnAfter && this.outbox.held(a.key) > 0) {
+        this.#reporter.diagnose(a.key, 'held', `${this.outbox.held(a.key)} log packets have waited ${Math.round((now - a.heldSince) / 1000)} s for a writer. ${this.#whyNoWriter(a.key)}`);
       }
     }
   }
@@ -287,17 +305,10 @@ export class Relay {
     }
   }
 
-  /** Held log packets per app, for the spool written at shutdown. */
+  /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk). */
   heldPackets(): Record<string, OutPacket[]> {
-    const out: Record<string, OutPacket[]> = {};
-    for (const a of this.outbox.apps()) {
-      const list: OutPacket[] = [];
-      for (const q of [a.retry, a.queue]) {
-        for (let p = q.shift(); p !== undefined; p = q.shift()) list.push({ topic: p.topic, data: p.data });
-      }
-      if (list.length > 0) out[a.key] = list;
-    }
-    return out;
+    this.#spool?.close();
+    return this.outbox.takeMemoryHeld();
   }
 
   status(): AppStatus[] {
@@ -320,7 +331,7 @@ export class Relay {
         writer_pm_id: w ? w.pmId : null,
         writer_instance: w?.instance ?? null,
         writer_ready: e.writer !== undefined,
-        held: q ? q.queue.size + q.retry.size : 0,
+        held: this.outbox.held(key),
         in_flight: q ? q.inflight : 0,
         forwarded: q ? q.forwarded : 0,
         dropped: q ? q.dropped : 0,
@@ -349,26 +360,23 @@ export class Relay {
   #idle(): boolean {
     if (this.outbox.inflight > 0) return false;
     for (const a of this.outbox.apps()) {
-      if (a.queue.size + a.retry.size > 0 && this.#writer.get(a.key) !== undefined) return false;
+      if (this.outbox.held(a.key) > 0 && this.#writer.get(a.key) !== undefined) return false;
     }
     return true;
   }
 
-  #restore(spool: Record<string, OutPacket[]>): void {
+  #restore(held: Record<string, OutPacket[]>): void {
     let n = 0;
-    for (const [key, packets] of Object.entries(spool)) {
+    for (const [key, packets] of Object.entries(held)) {
       if (!Array.isArray(packets)) continue;
       if (!this.registry.app(key)) {
         this.counters.dropped += packets.length;
         this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${packets.length} log packets held at the last shutdown`);
         continue;
       }
-      for (const p of packets) {
-        if (p && typeof p.topic === 'string' && p.data !== undefined) {
-          this.outbox.pushLog(key, { topic: p.topic, data: p.data });
-          n++;
-        }
-      }
+      const good = packets.filter((p) => p && typeof p.topic === 'string' && p.data !== undefined);
+      this.outbox.restore(key, good);
+      n += good.length;
     }
     if (n > 0) this.#reporter.info(`restored ${n} log packets held at the last shutdown`);
   }
@@ -433,7 +441,7 @@ export class Relay {
     if (before !== now && (had || now !== undefined)) {
       const name = formatAppKey(key);
       if (now !== undefined) this.#reporter.info(`app=${name} writer is pm_id=${now} (instance ${e.writer?.instance})`);
-      else if (uses) this.#reporter.info(`app=${name} has no ready writer: holding its log packets (up to buffer_max=${this.#settings.buffer_max})`);
+      else if (uses) this.#reporter.info(`app=${name} has no ready writer: holding its log packets (up to buffer_mb=${this.#settings.buffer_mb} in memory, then spool_mb=${this.#settings.spool_mb} on disk)`);
     }
     if (e.claimants.length > 1 && uses) {
       this.#reporter.diagnose(key, 'duplicate-writer', () => `${e.claimants.length} online processes claim instance ${this.#settings.writer_instance} (pm_ids ${e.claimants.map((p) => p.pmId).join(', ')}); only pm_id ${e.claimants[0].pmId} receives log packets, the others write their own lines too. Fix: give each instance its own number (do not set the app's instance_var to a variable that your env fixes), then pm2 reload the app.`);

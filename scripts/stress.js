@@ -100,7 +100,7 @@ const SCENARIOS = {
   'module-restart': {
     what: 'pm2 set (module restart)',
     async act(sb, name, run) {
-      await sb.pm2(['set', 'pm2-scoped-intercom:buffer_max', String(100000 + run + 1)]);
+      await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', String(24 + run)]);
       return { victims: [] };
     },
   },

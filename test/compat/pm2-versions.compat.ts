@@ -134,10 +134,10 @@ describe.each(versions())('PM2 %s as daemon and CLI', (version) => {
   });
 
   it('pm2 set delivers module settings (the module restarts with them)', async () => {
-    await sb.pm2(['set', `${MODULE}:buffer_max`, '1234']);
-    await waitFor(() => /relaying \(pm2 [^)]*\) settings: .*buffer_max=1234/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with buffer_max=1234' });
+    await sb.pm2(['set', `${MODULE}:buffer_mb`, '33']);
+    await waitFor(() => /relaying \(pm2 [^)]*\) settings: .*buffer_mb=33/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with buffer_mb=33' });
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.status).toBe('online');
-    expect(JSON.parse(String(mod.pm2_env[MODULE]))).toMatchObject({ buffer_max: '1234' });
+    expect(JSON.parse(String(mod.pm2_env[MODULE]))).toMatchObject({ buffer_mb: '33' });
   });
 });

@@ -148,16 +148,16 @@ async function main() {
       report.module = {
         relayingLines: line(sb.moduleLog()),
         envJson: modEnv[MODULE],
-        envBufferMax: modEnv.buffer_max,
-        envBufferMaxType: typeof modEnv.buffer_max,
+        envBufferMax: modEnv.buffer_mb,
+        envBufferMaxType: typeof modEnv.buffer_mb,
         exec_mode: modEnv.exec_mode,
         pmx_module: modEnv.pmx_module,
       };
       phase = 'module-set';
-      await sb.pm2(['set', `${MODULE}:buffer_max`, '1234']);
-      await waitFor(() => line(sb.moduleLog()).some((l) => l.includes('buffer_max=1234')), { timeoutMs: 60000, what: 'module restarted with buffer_max=1234' });
+      await sb.pm2(['set', `${MODULE}:buffer_mb`, '33']);
+      await waitFor(() => line(sb.moduleLog()).some((l) => l.includes('buffer_mb=33')), { timeoutMs: 60000, what: 'module restarted with buffer_mb=33' });
       const mod2 = (await sb.moduleProc()).pm2_env;
-      report.module.afterSet = { envJson: mod2[MODULE], envBufferMax: mod2.buffer_max, restart_time: mod2.restart_time, relayingLines: line(sb.moduleLog()) };
+      report.module.afterSet = { envJson: mod2[MODULE], envBufferMax: mod2.buffer_mb, restart_time: mod2.restart_time, relayingLines: line(sb.moduleLog()) };
       report.module.log = sb.moduleLog().split('\n').filter((l) => /warn|error|ignoring|invalid/i.test(l)).slice(0, 20);
     }
   } finally {

@@ -139,10 +139,10 @@ describe('topics, bad input and diagnoses', () => {
   });
 
   it('a bad pm2 set value is reported (key, value, what is accepted) and the module runs on the previous value', async () => {
-    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_max', '5000']);
-    await waitFor(() => /relaying .*buffer_max=5000/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'buffer_max=5000' });
-    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_max', 'lots']);
-    await waitFor(() => /invalid setting buffer_max="lots" \(string\): expected an integer from 0 to \d+; using the previous value 5000/.test(sb.moduleLog()), {
+    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '40']);
+    await waitFor(() => /relaying .*buffer_mb=40/.test(sb.moduleLog()), { timeoutMs: 30000, what: "buffer_mb=40" });
+    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', 'lots']);
+    await waitFor(() => /invalid setting buffer_mb="lots" \(string\): expected an integer from 1 to \d+; using the previous value 40/.test(sb.moduleLog()), {
       timeoutMs: 30000,
       what: 'the invalid-setting line',
     });
@@ -152,7 +152,7 @@ describe('topics, bad input and diagnoses', () => {
       what: 'the broadcast line',
     });
     const starts = () => sb.moduleLog().split('\n').filter((l) => l.includes(' relaying ('));
-    await waitFor(async () => (await sb.moduleProc())?.pm2_env.status === 'online' && starts().length >= 4 && /broadcast=app .*buffer_max=5000/.test(starts().pop()!), {
+    await waitFor(async () => (await sb.moduleProc())?.pm2_env.status === 'online' && starts().length >= 4 && /broadcast=app .*buffer_mb=40/.test(starts().pop()!), {
       timeoutMs: 30000,
       what: 'the module online on good values',
     });

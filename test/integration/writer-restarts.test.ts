@@ -142,8 +142,8 @@ describe('writers going away lose nothing', () => {
 
   it('pm2 set (the module restarts): the handover bridge loses nothing while it is down', async () => {
     await startMidStream('settings');
-    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_max', '30000']);
-    await waitFor(() => /buffer_max=30000/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
+    await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '48']);
+    await waitFor(() => /buffer_mb=48/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
     const r = await settleAndJudge(sb, 'settings');
     console.log(`module restart during logging at ${4 * RATE} lines/s: ${r.missing} lines lost`);
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });

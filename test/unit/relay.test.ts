@@ -196,14 +196,18 @@ describe('Relay', () => {
     expect(relay.counters).toMatchObject({ out: 2, held: 0, dropped: 0 });
   });
 
-  it('drops the oldest past buffer_max, counts them and says so once', async () => {
-    const { client, relay, lines, reporter } = await setup({ buffer_max: 5 });
+  it('without a spool, drops the oldest past buffer_mb, counts them and says so once', async () => {
+    const { client, relay, lines, reporter } = await setup({ buffer_mb: 1 });
     client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopped', NODE_APP_INSTANCE: 0 }));
-    logs(client, 1, 'web', 0, 12);
-    expect(relay.counters).toMatchObject({ held: 5, dropped: 7 });
+    // ~256 KB each: four fit in 1 MB.
+    for (let i = 0; i < 12; i++) client.msg(1, 'web', { topic: 'log4js:message', data: `${i} ${'x'.repeat(256 * 1024 - 200)}` });
+    expect(relay.counters).toMatchObject({ held: 4, dropped: 8 });
+    expect(relay.outbox.heldBytes).toBeLessThanOrEqual(1048576);
     reporter.flush();
-    expect(lines.filter((l) => l.includes('hold buffer full'))).toHaveLength(1);
+    expect(lines.filter((l) => l.includes('hold buffer full (buffer_mb=1 full, the oldest dropped)'))).toHaveLength(1);
     expect(lines.filter((l) => l.includes('DIAGNOSIS buffer-full'))).toHaveLength(1);
+    const kept = relay.heldPackets()['default\u0000web'].map((p) => String(p.data).split(' ')[0]);
+    expect(kept).toEqual(['8', '9', '10', '11']);
   });
 
   it('drops what a deleted app held, with one line', async () => {
