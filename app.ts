@@ -7,13 +7,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatSettings, parseSettings, unknownKeys } from './lib/config';
-import { files, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
+import { files, findBridge, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
 import { createPm2Client } from './lib/pm2-client';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
-import { StateFile, stateDir } from './lib/state';
+import { legacyStateDir, StateFile, stateDir } from './lib/state';
+import { readVersioned } from './lib/versioned';
 
 const NAME = 'pm2-scoped-intercom';
 /** Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 5000 ms). */
@@ -46,8 +47,12 @@ async function main(): Promise<void> {
   const moduleConf = conf.module_conf ?? {};
 
   const dir = stateDir(NAME);
+  // 0.1.0 kept its files in the module's folder: read what it left there, once.
+  const legacy = legacyStateDir(NAME);
+  const dirs = legacy ? [dir, legacy] : [dir];
   const state = new StateFile(dir);
-  const saved = state.load();
+  const legacyState = legacy && !state.exists() ? new StateFile(legacy) : undefined;
+  const saved = legacyState?.exists() ? legacyState.load(warn) : state.load(warn);
   const { settings, problems } = parseSettings(moduleConf, saved.settings);
   for (const p of problems) warn(p.message);
   const unknown = unknownKeys(moduleConf);
@@ -64,7 +69,7 @@ async function main(): Promise<void> {
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
   });
   // A bridge left by the previous run holds what the bus carried while no module listened.
-  const bridge = readBridge(dir);
+  const bridge = findBridge(dirs);
   const startNonce = crypto.randomBytes(8).toString('hex');
   const startGate = new StartGate(startNonce, bridge !== undefined);
   const stopGate = new StopGate();
@@ -76,10 +81,10 @@ async function main(): Promise<void> {
       return stopGate.wrap(startGate.wrap(handle));
     },
   });
-  for (const f of leftoverHandovers(dir, bridge?.nonce)) relayHandover(relay, f, warn);
+  for (const f of dirs.flatMap((d) => leftoverHandovers(d, bridge?.nonce))) relayHandover(relay, f, warn);
   if (bridge) {
     process.send?.(markerPacket('start', startNonce));
-    const f = files.handover(dir, bridge.nonce);
+    const f = files.handover(bridge.dir, bridge.nonce);
     const arrived = await waitUntil(() => fs.existsSync(f), HANDOVER_WAIT_MS);
     // Our own copy of the marker may come after the bridge's: until it does, what we receive
     // is the bridge's to hand over, and after it, ours.
@@ -93,6 +98,7 @@ async function main(): Promise<void> {
     state.save({ settings, instanceVars: relay.registry.instanceVars(), held });
   try {
     save();
+    if (legacyState?.exists()) fs.unlinkSync(legacyState.file);
   } catch (err) {
     warn(`cannot write ${state.file}: ${(err as Error).message} (settings and held packets will not survive a restart)`);
   }
@@ -126,7 +132,7 @@ async function main(): Promise<void> {
     const stopNonce = crypto.randomBytes(8).toString('hex');
     let handedOver = false;
     try {
-      spawnBridge(dir, stopNonce);
+      spawnBridge(dir, stopNonce, legacy);
       if (await waitUntil(() => readBridge(dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
         stopGate.arm(stopNonce, () => {});
         process.send?.(markerPacket('stop', stopNonce));
@@ -169,11 +175,11 @@ function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function spawnBridge(dir: string, nonce: string): void {
+function spawnBridge(dir: string, nonce: string, legacy: string | undefined): void {
   fs.mkdirSync(dir, { recursive: true });
   const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
   delete env.PM2_USAGE;
-  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000'], { detached: true, stdio: 'ignore', env });
+  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000', legacy ?? ''], { detached: true, stdio: 'ignore', env });
   child.unref();
 }
 
@@ -190,8 +196,10 @@ function leftoverHandovers(dir: string, current: string | undefined): string[] {
 }
 
 function relayHandover(relay: Relay, file: string, say: (line: string) => void): void {
+  // A format this version does not know is set aside (and said), not relayed and not deleted.
+  const h = readVersioned(file, warn) as { packets?: unknown[]; overflow?: number; reason?: string } | undefined;
+  if (!h) return;
   try {
-    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as { packets?: unknown[]; overflow?: number; reason?: string };
     const packets = Array.isArray(h.packets) ? h.packets : [];
     for (const p of packets) relay.handleMessage(p);
     say(`relayed ${packets.length} packets the handover bridge received while the module restarted (${h.reason ?? 'unknown'}${h.overflow ? `, ${h.overflow} lost to its bound` : ''})`);
