@@ -17,8 +17,11 @@ import { legacyStateDir, StateFile, stateDir } from './lib/state';
 import { readVersioned } from './lib/versioned';
 
 const NAME = 'pm2-scoped-intercom';
-/** Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 5000 ms). */
-const BRIDGE_START_MS = 2000;
+/**
+ * Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 8000 ms). The bridge loads
+ * pm2's API: on a loaded 2-core machine that took over 2 s (seen in the upgrade test).
+ */
+const BRIDGE_START_MS = 4000;
 const MARKER_ECHO_MS = 1000;
 const DRAIN_MS = 1200;
 /** How long a new module waits for the bridge's packets. */
@@ -131,8 +134,9 @@ async function main(): Promise<void> {
     // Keep relaying until a bridge listens, then cut the stream at our own marker.
     const stopNonce = crypto.randomBytes(8).toString('hex');
     let handedOver = false;
+    let bridgePid: number | undefined;
     try {
-      spawnBridge(dir, stopNonce, legacy);
+      bridgePid = spawnBridge(dir, stopNonce, legacy);
       if (await waitUntil(() => readBridge(dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
         stopGate.arm(stopNonce, () => {});
         process.send?.(markerPacket('stop', stopNonce));
@@ -141,7 +145,17 @@ async function main(): Promise<void> {
     } catch (err) {
       warn(`could not start the handover bridge: ${(err as Error).message}`);
     }
-    if (!handedOver) stopGate.arm('none', () => {});
+    if (!handedOver) {
+      stopGate.arm('none', () => {});
+      // A bridge that got no stop marker would only mislead the next start (it hands over nothing).
+      if (bridgePid) {
+        try {
+          process.kill(bridgePid, 'SIGTERM');
+        } catch {
+          /* never started */
+        }
+      }
+    }
     const drained = await relay.drain(DRAIN_MS);
     relay.stop();
     const held = relay.heldPackets();
@@ -175,12 +189,13 @@ function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function spawnBridge(dir: string, nonce: string, legacy: string | undefined): void {
+function spawnBridge(dir: string, nonce: string, legacy: string | undefined): number | undefined {
   fs.mkdirSync(dir, { recursive: true });
   const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
   delete env.PM2_USAGE;
   const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000', legacy ?? ''], { detached: true, stdio: 'ignore', env });
   child.unref();
+  return child.pid;
 }
 
 /** Handover files of bridges that ended without a new module (their packets are still owed). */

@@ -22,6 +22,12 @@ import { files, HANDOVER_FORMAT, markerOf, writeJsonAtomic } from './handover';
 import { createPm2Client, loadPm2 } from './pm2-client';
 
 const MAX_PACKETS = 500_000;
+/**
+ * The old module sends its stop marker as soon as it sees us listen, or gives up (and kills us)
+ * after 4 s: a bridge not armed by then was abandoned (its module was killed outright), and left
+ * running it would only be mistaken for the current one by the next start.
+ */
+const ARM_MS = 15_000;
 
 function main(): void {
   const [dir, nonce, maxArg, legacyDir] = process.argv.slice(2);
@@ -106,6 +112,9 @@ function main(): void {
   }, 100);
   watch.unref();
   setTimeout(() => finish('no new module in time'), maxMs).unref();
+  setTimeout(() => {
+    if (!armed) finish('never armed', false);
+  }, ARM_MS).unref();
 
   client
     .subscribe({

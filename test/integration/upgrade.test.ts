@@ -11,7 +11,8 @@
  *     older version for npm and PM2);
  *   - the current tarball (vitest's globalSetup packs it);
  *   - 0.1.0 as released at 429606a (test/fixtures/released/), which kept its files in the
- *     module's folder: upgrading from it and going back to it.
+ *     module's folder: upgrading from it (its stream is handed over; what it held at its stop is
+ *     lost with the folder) and going back to it (nothing lost).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -110,8 +111,18 @@ describe('pm2 install over a running module (upgrade and downgrade)', () => {
 
   it('upgrade from the released 0.1.0: its bridge is found although PM2 deleted its folder', async () => {
     const { r, log } = await installMidStream('from-released', current);
-    expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
-    expect(log).toMatch(/relayed [1-9]\d* packets the handover bridge received/);
+    // 0.1.0 saved what it still held at its stop (when it was behind) in the module's folder,
+    // which PM2 deletes: those packets, and only those, are lost. It says how many.
+    const stop = /SIGINT: stopping; (a bridge listens|NO bridge).*; (\d+) held log packets kept/.exec(log);
+    expect(stop, '0.1.0 says how it stopped').not.toBeNull();
+    const kept = Number(stop![2]);
+    console.log(`from-released: 0.1.0 stopped with ${stop![1]}, ${kept} held packets (lost with its folder)`);
+    expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
     expect(log).toMatch(/ relaying .*buffer_max=30000/);
+    // 0.1.0 waits only 2 s for its bridge: on a loaded machine it may start none, and then what
+    // apps sent during the install is lost too (nothing this version can recover).
+    if (stop![1] === 'NO bridge') return;
+    expect(r.missing).toBeLessThanOrEqual(kept);
+    expect(log).toMatch(/relayed [1-9]\d* packets the handover bridge received/);
   });
 });
