@@ -7,18 +7,22 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
-import { files, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
+import { files, findBridge, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
 import { createPm2Client } from './lib/pm2-client';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
 import { Spool } from './lib/spool';
-import { StateFile, stateDir } from './lib/state';
+import { legacyStateDir, StateFile, stateDir } from './lib/state';
+import { readVersioned } from './lib/versioned';
 
 const NAME = 'pm2-scoped-intercom';
-/** Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 5000 ms). */
-const BRIDGE_START_MS = 2000;
+/**
+ * Shutdown steps, all under PM2's kill_timeout (package.json `apps`: 8000 ms). The bridge loads
+ * pm2's API: on a loaded 2-core machine that took over 2 s (seen in the upgrade test).
+ */
+const BRIDGE_START_MS = 4000;
 const MARKER_ECHO_MS = 1000;
 const DRAIN_MS = 1200;
 /** How long a new module waits for the bridge's packets. */
@@ -47,8 +51,12 @@ async function main(): Promise<void> {
   const moduleConf = conf.module_conf ?? {};
 
   const dir = stateDir(NAME);
+  // 0.1.0 kept its files in the module's folder: read what it left there, once.
+  const legacy = legacyStateDir(NAME);
+  const dirs = legacy ? [dir, legacy] : [dir];
   const state = new StateFile(dir);
-  const saved = state.load();
+  const legacyState = legacy && !state.exists() ? new StateFile(legacy) : undefined;
+  const saved = legacyState?.exists() ? legacyState.load(warn) : state.load(warn);
   const { settings, problems } = parseSettings(moduleConf, saved.settings);
   for (const p of problems) warn(p.message);
   const unknown = unknownKeys(moduleConf);
@@ -70,7 +78,7 @@ async function main(): Promise<void> {
     spool,
   });
   // A bridge left by the previous run holds what the bus carried while no module listened.
-  const bridge = readBridge(dir);
+  const bridge = findBridge(dirs);
   const startNonce = crypto.randomBytes(8).toString('hex');
   const startGate = new StartGate(startNonce, bridge !== undefined);
   const stopGate = new StopGate();
@@ -82,10 +90,10 @@ async function main(): Promise<void> {
       return stopGate.wrap(startGate.wrap(handle));
     },
   });
-  for (const f of leftoverHandovers(dir, bridge?.nonce)) relayHandover(relay, f, warn);
+  for (const f of dirs.flatMap((d) => leftoverHandovers(d, bridge?.nonce))) relayHandover(relay, f, warn);
   if (bridge) {
     process.send?.(markerPacket('start', startNonce));
-    const f = files.handover(dir, bridge.nonce);
+    const f = files.handover(bridge.dir, bridge.nonce);
     const arrived = await waitUntil(() => fs.existsSync(f), HANDOVER_WAIT_MS);
     // Our own copy of the marker may come after the bridge's: until it does, what we receive
     // is the bridge's to hand over, and after it, ours.
@@ -99,6 +107,7 @@ async function main(): Promise<void> {
     state.save({ settings, instanceVars: relay.registry.instanceVars(), held });
   try {
     save();
+    if (legacyState?.exists()) fs.unlinkSync(legacyState.file);
   } catch (err) {
     warn(`cannot write ${state.file}: ${(err as Error).message} (settings and held packets will not survive a restart)`);
   }
@@ -132,8 +141,9 @@ async function main(): Promise<void> {
     // Keep relaying until a bridge listens, then cut the stream at our own marker.
     const stopNonce = crypto.randomBytes(8).toString('hex');
     let handedOver = false;
+    let bridgePid: number | undefined;
     try {
-      spawnBridge(dir, stopNonce);
+      bridgePid = spawnBridge(dir, stopNonce, legacy);
       if (await waitUntil(() => readBridge(dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
         stopGate.arm(stopNonce, () => {});
         process.send?.(markerPacket('stop', stopNonce));
@@ -142,7 +152,17 @@ async function main(): Promise<void> {
     } catch (err) {
       warn(`could not start the handover bridge: ${(err as Error).message}`);
     }
-    if (!handedOver) stopGate.arm('none', () => {});
+    if (!handedOver) {
+      stopGate.arm('none', () => {});
+      // A bridge that got no stop marker would only mislead the next start (it hands over nothing).
+      if (bridgePid) {
+        try {
+          process.kill(bridgePid, 'SIGTERM');
+        } catch {
+          /* never started */
+        }
+      }
+    }
     const drained = await relay.drain(DRAIN_MS);
     relay.stop();
     const held = relay.heldPackets();
@@ -176,12 +196,13 @@ function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function spawnBridge(dir: string, nonce: string): void {
+function spawnBridge(dir: string, nonce: string, legacy: string | undefined): number | undefined {
   fs.mkdirSync(dir, { recursive: true });
   const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
   delete env.PM2_USAGE;
-  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000'], { detached: true, stdio: 'ignore', env });
+  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'bridge.js'), dir, nonce, '60000', legacy ?? ''], { detached: true, stdio: 'ignore', env });
   child.unref();
+  return child.pid;
 }
 
 /** Handover files of bridges that ended without a new module (their packets are still owed). */
@@ -197,8 +218,10 @@ function leftoverHandovers(dir: string, current: string | undefined): string[] {
 }
 
 function relayHandover(relay: Relay, file: string, say: (line: string) => void): void {
+  // A format this version does not know is set aside (and said), not relayed and not deleted.
+  const h = readVersioned(file, warn) as { packets?: unknown[]; overflow?: number; reason?: string } | undefined;
+  if (!h) return;
   try {
-    const h = JSON.parse(fs.readFileSync(file, 'utf8')) as { packets?: unknown[]; overflow?: number; reason?: string };
     const packets = Array.isArray(h.packets) ? h.packets : [];
     for (const p of packets) relay.handleMessage(p);
     say(`relayed ${packets.length} packets the handover bridge received while the module restarted (${h.reason ?? 'unknown'}${h.overflow ? `, ${h.overflow} lost to its bound` : ''})`);

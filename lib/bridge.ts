@@ -7,18 +7,30 @@
  * when the daemon is gone, or after `max_ms` with no new module (it then leaves its packets for
  * the next start).
  *
- * argv: <state dir> <stop nonce> [max_ms]
+ * Across versions (`pm2 install` of another version): PM2 deletes the module's folder after the old
+ * module exits and creates it anew for the new version. When that new folder appears, the bridge
+ * moves the state file there and announces itself there too, so that a 0.1.0 module (which keeps
+ * its files in the module's folder) finds both; a 0.1.0 `start` marker (no protocol) gets the
+ * handover file there as well. Never while the old folder exists: PM2 is deleting it.
+ *
+ * argv: <state dir> <stop nonce> [max_ms] [the module's folder]
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { Deque } from './deque';
-import { files, markerOf, writeJsonAtomic } from './handover';
+import { files, HANDOVER_FORMAT, markerOf, writeJsonAtomic } from './handover';
 import { createPm2Client, loadPm2 } from './pm2-client';
 
 const MAX_PACKETS = 500_000;
+/**
+ * The old module sends its stop marker as soon as it sees us listen, or gives up (and kills us)
+ * after 4 s: a bridge not armed by then was abandoned (its module was killed outright), and left
+ * running it would only be mistaken for the current one by the next start.
+ */
+const ARM_MS = 15_000;
 
 function main(): void {
-  const [dir, nonce, maxArg] = process.argv.slice(2);
+  const [dir, nonce, maxArg, legacyDir] = process.argv.slice(2);
   const maxMs = Number(maxArg) > 0 ? Number(maxArg) : 60_000;
   const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1));
   const captured = new Deque<unknown>();
@@ -29,23 +41,53 @@ function main(): void {
   const announce = (): void => {
     if (live || done) return;
     live = true;
-    writeJsonAtomic(files.bridge(dir), { pid: process.pid, nonce });
+    writeJsonAtomic(files.bridge(dir), { format: HANDOVER_FORMAT, pid: process.pid, nonce, dir });
+  };
+  // The module's folder as it is now: only a new one (another inode) is PM2's new install.
+  // (inode and birth time: a file system may give a new folder the inode of the one just deleted)
+  const inodeOf = (d: string | undefined): string | undefined => {
+    try {
+      const st = d ? fs.statSync(d) : undefined;
+      return st ? `${st.ino}:${st.birthtimeMs}` : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const oldFolder = inodeOf(legacyDir);
+  let reinstalled = false;
+  const watchReinstall = (): void => {
+    if (reinstalled || !legacyDir || !live) return;
+    const now = inodeOf(legacyDir);
+    if (now === undefined || now === oldFolder) return;
+    reinstalled = true;
+    try {
+      fs.renameSync(path.join(dir, 'state.json'), path.join(legacyDir, 'state.json'));
+    } catch {
+      /* none saved */
+    }
+    try {
+      writeJsonAtomic(files.bridge(legacyDir), { format: HANDOVER_FORMAT, pid: process.pid, nonce, dir });
+    } catch {
+      /* the folder went again */
+    }
   };
 
   /** Hand over what was captured (unless the daemon is gone: then nobody will take it), and exit. */
-  const finish = (reason: string, handOver = true): void => {
+  const finish = (reason: string, handOver = true, to = dir): void => {
     if (done) return;
     done = true;
     const packets: unknown[] = [];
     for (let p = captured.shift(); p !== undefined; p = captured.shift()) packets.push(p);
     try {
-      if (handOver) writeJsonAtomic(files.handover(dir, nonce), { nonce, reason, overflow, packets });
+      if (handOver) writeJsonAtomic(files.handover(to, nonce), { format: HANDOVER_FORMAT, nonce, reason, overflow, packets });
     } finally {
-      try {
-        const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as { pid: number };
-        if (info.pid === process.pid) fs.unlinkSync(files.bridge(dir));
-      } catch {
-        /* not ours or gone */
+      for (const d of legacyDir ? [dir, legacyDir] : [dir]) {
+        try {
+          const info = JSON.parse(fs.readFileSync(files.bridge(d), 'utf8')) as { pid: number };
+          if (info.pid === process.pid) fs.unlinkSync(files.bridge(d));
+        } catch {
+          /* not ours or gone */
+        }
       }
       process.exit(0);
     }
@@ -64,10 +106,15 @@ function main(): void {
       process.kill(daemonPid, 0);
     } catch {
       finish('daemon gone', false);
+      return;
     }
+    watchReinstall();
   }, 100);
   watch.unref();
   setTimeout(() => finish('no new module in time'), maxMs).unref();
+  setTimeout(() => {
+    if (!armed) finish('never armed', false);
+  }, ARM_MS).unref();
 
   client
     .subscribe({
@@ -76,7 +123,8 @@ function main(): void {
         const m = markerOf(p);
         if (m) {
           if (m.kind === 'stop' && m.nonce === nonce) armed = true;
-          else if (m.kind === 'start' && armed) finish('handed over');
+          // A module without a protocol (0.1.0) reads its handover from the module's folder.
+          else if (m.kind === 'start' && armed) finish('handed over', true, m.protocol === undefined && legacyDir && reinstalled ? legacyDir : dir);
           return;
         }
         if (!armed) return;

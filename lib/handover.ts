@@ -13,29 +13,45 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { FORMAT } from './versioned';
+
+/** The format of handover files (see versioned.ts). */
+export const HANDOVER_FORMAT = FORMAT;
 
 export const MARKER_TOPIC = 'pm2-scoped-intercom:marker';
 
 export interface Marker {
   kind: 'stop' | 'start';
   nonce: string;
+  /**
+   * On `start`: the handover protocol of the new module. 2 (since the state folder moved out of
+   * the module's folder): it reads the handover from the bridge's own folder. Absent (0.1.0): it
+   * reads it from the module's folder.
+   */
+  protocol?: number;
 }
+
+/** This version's handover protocol (see Marker.protocol). */
+export const PROTOCOL = 2;
 
 export function markerOf(packet: unknown): Marker | undefined {
   const raw = (packet as { raw?: { topic?: unknown; data?: unknown } } | null)?.raw;
   if (!raw || typeof raw !== 'object' || raw.topic !== MARKER_TOPIC) return undefined;
   const d = raw.data as Partial<Marker> | undefined;
-  return d && (d.kind === 'stop' || d.kind === 'start') && typeof d.nonce === 'string' ? { kind: d.kind, nonce: d.nonce } : undefined;
+  if (!d || (d.kind !== 'stop' && d.kind !== 'start') || typeof d.nonce !== 'string') return undefined;
+  return typeof d.protocol === 'number' ? { kind: d.kind, nonce: d.nonce, protocol: d.protocol } : { kind: d.kind, nonce: d.nonce };
 }
 
 export function markerPacket(kind: Marker['kind'], nonce: string): { topic: string; data: Marker } {
-  return { topic: MARKER_TOPIC, data: { kind, nonce } };
+  return { topic: MARKER_TOPIC, data: kind === 'start' ? { kind, nonce, protocol: PROTOCOL } : { kind, nonce } };
 }
 
 export interface BridgeInfo {
   pid: number;
   /** The `stop` marker it waits for. */
   nonce: string;
+  /** The folder it writes its handover file to (0.1.0's bridge.json has none: the folder it is in). */
+  dir: string;
 }
 
 export const files = {
@@ -52,12 +68,45 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 
 export function readBridge(dir: string): BridgeInfo | undefined {
   try {
-    const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as BridgeInfo;
+    const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
+    if (typeof info.pid !== 'number' || typeof info.nonce !== 'string') return undefined;
     process.kill(info.pid, 0);
-    return info;
+    return { pid: info.pid, nonce: info.nonce, dir: typeof info.dir === 'string' ? info.dir : dir };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The running bridge that writes to one of `dirs`: from its bridge.json, else from the process
+ * table. `pm2 install` deletes the module's folder after stopping the old version, and with it
+ * the bridge.json of a 0.1.0 bridge (which kept its files there); the bridge itself still runs,
+ * named by its command line `node .../bridge.js <dir> <nonce> ...` (Linux /proc; elsewhere such
+ * a bridge is not found and its packets are lost, as they were before).
+ */
+export function findBridge(dirs: string[], procRoot = '/proc'): BridgeInfo | undefined {
+  for (const d of dirs) {
+    const info = readBridge(d);
+    if (info) return info;
+  }
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync(procRoot).filter((p) => /^\d+$/.test(p));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(path.join(procRoot, pid, 'cmdline'), 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    const at = argv.findIndex((a) => a.endsWith(`${path.sep}bridge.js`));
+    if (at < 0 || !dirs.includes(argv[at + 1]) || !argv[at + 2]) continue;
+    return { pid: Number(pid), nonce: argv[at + 2], dir: argv[at + 1] };
+  }
+  return undefined;
 }
 
 /**

@@ -1,13 +1,14 @@
 /**
- * What the module keeps across its own restarts (`pm2 set` restarts it): the last good settings
- * (the fallback for a bad new value), each app's instance_var (PM2 forgets it on restart), and
- * the log packets still held at shutdown (delivered by the next run).
+ * What the module keeps across its own restarts (`pm2 set` restarts it, `pm2 install` replaces
+ * it): the last good settings (the fallback for a bad new value), each app's instance_var (PM2
+ * forgets it on restart), and the log packets still held at shutdown (delivered by the next run).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Settings } from './config';
 import type { OutPacket } from './outbox';
+import { FORMAT, readVersioned } from './versioned';
 
 export interface SavedState {
   settings?: Partial<Settings>;
@@ -15,13 +16,30 @@ export interface SavedState {
   held?: Record<string, OutPacket[]>;
 }
 
-/** `$PM2_HOME/modules/<name>` when PM2 installed us there, else a folder in the temp dir. */
+function pm2Home(env: NodeJS.ProcessEnv): string {
+  return env.PM2_HOME || path.join(env.HOME || os.homedir(), '.pm2');
+}
+
+/**
+ * `$PM2_HOME/<name>`, beside (not in) `$PM2_HOME/modules/<name>`: `pm2 install` of another
+ * version deletes the module's folder after stopping it and before starting the new version, so
+ * nothing the two versions hand each other may live there.
+ */
 export function stateDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
   if (env.PM2_SCOPED_INTERCOM_STATE_DIR) return env.PM2_SCOPED_INTERCOM_STATE_DIR;
-  const home = env.PM2_HOME || path.join(env.HOME || os.homedir(), '.pm2');
-  const moduleDir = path.join(home, 'modules', name);
-  if (fs.existsSync(moduleDir)) return moduleDir;
+  const home = pm2Home(env);
+  if (fs.existsSync(home)) return path.join(home, name);
   return path.join(os.tmpdir(), `${name}-${Buffer.from(home).toString('hex').slice(-16)}`);
+}
+
+/**
+ * Where 0.1.0 kept its files (the module's own folder): read once by a newer version, and where
+ * the bridge leaves a handover for a 0.1.0 that takes over (a downgrade). Undefined when the
+ * state folder was set explicitly.
+ */
+export function legacyStateDir(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.PM2_SCOPED_INTERCOM_STATE_DIR) return undefined;
+  return path.join(pm2Home(env), 'modules', name);
 }
 
 export class StateFile {
@@ -31,20 +49,27 @@ export class StateFile {
     this.file = path.join(dir, 'state.json');
   }
 
-  load(): SavedState {
-    try {
-      const parsed = JSON.parse(fs.readFileSync(this.file, 'utf8')) as unknown;
-      return parsed !== null && typeof parsed === 'object' ? (parsed as SavedState) : {};
-    } catch {
-      return {};
-    }
+  /** What the last run saved; {} when nothing (or nothing readable: `say` hears why). */
+  load(say: (line: string) => void = () => {}): SavedState {
+    const v = readVersioned(this.file, say);
+    if (!v) return {};
+    const obj = (x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? x : undefined);
+    return {
+      settings: obj(v.settings) as SavedState['settings'],
+      instanceVars: obj(v.instanceVars) as SavedState['instanceVars'],
+      held: obj(v.held) as SavedState['held'],
+    };
+  }
+
+  exists(): boolean {
+    return fs.existsSync(this.file);
   }
 
   /** Write atomically (temp file + rename) so a kill mid-write leaves the old state. */
   save(state: SavedState): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
     const tmp = `${this.file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(state));
+    fs.writeFileSync(tmp, JSON.stringify({ format: FORMAT, ...state }));
     fs.renameSync(tmp, this.file);
   }
 }
