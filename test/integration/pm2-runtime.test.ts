@@ -18,8 +18,8 @@ import { linesIn, settleAndJudge, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const PM2_RUNTIME = path.join(path.dirname(PM2_BIN), 'pm2-runtime');
-const LINES = 3000;
-const RATE = 200; // lines per second per instance: 15 s of logging, room for a slow CLI on a busy machine
+const LINES = 4000;
+const RATE = 150; // lines per second per instance: 27 s of logging, room for a slow CLI (15 s seen at load 17)
 
 const alive = (pid: number) => {
   try {
