@@ -6,6 +6,8 @@
  *   (b)  PM2 + this module, installed from a fresh tarball (default settings, max_inflight=1)
  *   (b') the same with `pm2 set pm2-scoped-intercom:max_inflight 16` (the pipelining trade-off)
  *   (c)  PM2 without the module: log4js disableClustering + stdout appender, merge_logs out_file
+ *   (storm) an error storm: N instances x 50,000 lines in one loop each, module at its defaults
+ *        (bench/storm.js): lines lost, peak RSS of module and daemon, spool bytes, drain time
  *
  * Options (or env): --lines K (BENCH_LINES, default 20000 per instance), --instances N
  * (BENCH_INSTANCES, 4), --reps R (BENCH_REPS, 3), --rate L (BENCH_RATE, total lines/s of the
@@ -25,6 +27,7 @@ const { Pm2Sandbox, packTarball, waitFor, ROOT, MODULE } = require('../test/supp
 const { machineCpu, cpuMicros, cpuMicrosAll, cpuDelta, rssBytes, alive, RssSampler, CLK_TCK } = require('./lib/proc');
 const { Tail, now } = require('./lib/tail');
 const { readReports, judgeRun } = require('./lib/judge');
+const { runStorm, formatStorm } = require('./storm');
 
 const APP = path.join(__dirname, 'fixtures', 'bench-app.js');
 const NATIVE = path.join(__dirname, 'fixtures', 'native-primary.js');
@@ -57,16 +60,17 @@ const OPTS = {
   reps: positiveInt(option('reps', 'BENCH_REPS', '3'), '--reps'),
   rate: positiveInt(option('rate', 'BENCH_RATE', '5000'), '--rate'),
   latencySeconds: positiveInt(option('latency-seconds', 'BENCH_LATENCY_SECONDS', '3'), '--latency-seconds'),
-  rows: String(option('rows', 'BENCH_ROWS', 'a,b,b2,c'))
+  rows: String(option('rows', 'BENCH_ROWS', 'a,b,b2,c,storm'))
     .split(',')
     .map((r) => r.trim().replace("b'", 'b2'))
     .filter(Boolean),
   inflight: positiveInt(option('inflight', 'BENCH_INFLIGHT', '16'), '--inflight'),
+  stormLines: positiveInt(option('storm-lines', 'BENCH_STORM_LINES', '50000'), '--storm-lines'),
 };
 const WARMUP_LINES = Math.min(OPTS.lines, 5000);
 for (const r of OPTS.rows) {
-  if (!['a', 'b', 'b2', 'c'].includes(r)) {
-    console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), c)`);
+  if (!['a', 'b', 'b2', 'c', 'storm'].includes(r)) {
+    console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), c, storm)`);
     process.exit(2);
   }
 }
@@ -783,12 +787,22 @@ async function main() {
     b2: () => moduleRow('b2', `(b') PM2 + ${MODULE}, max_inflight=${OPTS.inflight}`, { ...dflt, max_inflight: OPTS.inflight }),
     c: stdoutRow,
   };
-  for (let i = 0; i < OPTS.rows.length; i++) {
-    const key = OPTS.rows[i];
+  const throughputRows = OPTS.rows.filter((k) => k !== 'storm');
+  for (let i = 0; i < throughputRows.length; i++) {
+    const key = throughputRows[i];
     const row = factories[key]();
     rows.push(await benchRow(row, sampler));
     // Stop the module's PM2 once no later row needs it: idle daemons are noise for the next row.
-    if (moduleSandbox && !OPTS.rows.slice(i + 1).some((k) => k.startsWith('b'))) await moduleSandbox.benchDestroy();
+    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => k.startsWith('b'))) await moduleSandbox.benchDestroy();
+  }
+  let storm;
+  if (OPTS.rows.includes('storm')) {
+    if (!tarball) {
+      tarball = packTarball();
+      const packDir = path.dirname(tarball);
+      register(async () => removeDir(packDir));
+    }
+    storm = await runStorm({ tarball, instances: OPTS.instances, lines: OPTS.stormLines, say, register });
   }
   const load1 = os.loadavg();
   const t = targets(rows);
@@ -801,6 +815,7 @@ async function main() {
     tarball: tarball ? path.basename(tarball) : null,
     rows,
     targets: t,
+    storm,
   };
   const resultsDir = path.join(__dirname, 'results');
   fs.mkdirSync(resultsDir, { recursive: true });
@@ -830,6 +845,10 @@ async function main() {
     }
   }
   out.push(`other load on the machine during each row (CPU not used by the bench's processes, share of all cores): ${rows.map((r) => `${r.key.replace('b2', "b'")} ${(100 * r.summary.otherLoad).toFixed(0)}%`).join(', ')}`);
+  if (storm) {
+    out.push('');
+    out.push(formatStorm(storm, OPTS.instances, OPTS.stormLines));
+  }
   out.push('');
   out.push(formatTargets(t));
   out.push('');

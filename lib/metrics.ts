@@ -89,7 +89,9 @@ export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
     safe(() => {
       const apps = deps.relay.status();
       deps.log(`status:\n${formatStatusTable(apps)}`);
-      return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, apps };
+      const m = process.memoryUsage();
+      const memory = { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, heldInMemory: deps.relay.outbox.heldBytes };
+      return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, memory, apps };
     }),
   );
   pmx.action(

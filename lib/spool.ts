@@ -3,8 +3,9 @@
  * held in memory pass `buffer_mb`, an app's newer packets are appended to files under the module's
  * folder instead of being dropped, and read back in order when memory has room again.
  *
- * Per app, a list of segment files `<app key in hex>-<seq>.v1.jsonl`, one packet per line
- * (`[topic, data]` as JSON). Appends are buffered and written in chunks; a whole segment is read
+ * Per app, a list of segment files `<app key in hex>-<seq>.v1.jsonl`, one packet per line: a
+ * string without a newline (log4js's serialised event) as `s<topic>\t<data>`, anything else as
+ * `j` + `[topic, data]` in JSON. Reading a log4js line back is a slice, no JSON. Appends are buffered and written in chunks; a whole segment is read
  * back at once and its file removed. The files outlive the module: a restart (`pm2 set`, an
  * upgrade) finds them and goes on from the oldest. Bounded by `spool_mb` in bytes on disk.
  *
@@ -158,10 +159,14 @@ export class Spool {
   append(appKey: string, packet: OutPacket): boolean {
     if (this.#failed) return false;
     let line: string;
-    try {
-      line = `${JSON.stringify([packet.topic, packet.data])}\n`;
-    } catch {
-      return false; // not JSON: cannot be spooled (PM2 could not have sent it either)
+    const d = packet.data;
+    if (typeof d === 'string' && !d.includes('\n') && !packet.topic.includes('\t')) line = `s${packet.topic}\t${d}\n`;
+    else {
+      try {
+        line = `j${JSON.stringify([packet.topic, d])}\n`;
+      } catch {
+        return false; // not JSON: cannot be spooled (PM2 could not have sent it either)
+      }
     }
     const size = Buffer.byteLength(line);
     if (this.#bytes + size > this.#maxBytes) return false;
@@ -316,15 +321,24 @@ export class Spool {
   #parse(text: string): OutPacket[] {
     const out: OutPacket[] = [];
     let bad = 0;
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      try {
-        const [topic, data] = JSON.parse(line) as [unknown, unknown];
-        if (typeof topic === 'string' && data !== undefined) out.push({ topic, data });
+    for (let start = 0; start < text.length; ) {
+      let end = text.indexOf('\n', start);
+      if (end === -1) end = text.length;
+      const kind = text.charCodeAt(start);
+      if (kind === 0x73 /* s */) {
+        const tab = text.indexOf('\t', start);
+        if (tab !== -1 && tab < end) out.push({ topic: text.slice(start + 1, tab), data: text.slice(tab + 1, end) });
         else bad++;
-      } catch {
-        bad++;
-      }
+      } else if (kind === 0x6a /* j */) {
+        try {
+          const [topic, data] = JSON.parse(text.slice(start + 1, end)) as [unknown, unknown];
+          if (typeof topic === 'string' && data !== undefined) out.push({ topic, data });
+          else bad++;
+        } catch {
+          bad++;
+        }
+      } else if (end > start) bad++;
+      start = end + 1;
     }
     if (bad > 0) this.#warn(`skipped ${bad} unreadable lines in the spool`);
     return out;

@@ -47,12 +47,14 @@ describe('error storms', () => {
     let peakRss = 0;
     let peakSpooled = 0;
     let peakSpoolBytes = 0;
+    let peakHeap = 0;
     await waitFor(
       async () => {
         const m = await sb.moduleProc();
         peakRss = Math.max(peakRss, m.monit?.memory ?? 0);
         const st = await sb.trigger('status');
         peakSpooled = Math.max(peakSpooled, st.counters.spooled);
+        peakHeap = Math.max(peakHeap, st.memory?.heapUsed ?? 0);
         try {
           peakSpoolBytes = Math.max(peakSpoolBytes, fs.readdirSync(spoolDir()).reduce((s, f) => s + fs.statSync(`${spoolDir()}/${f}`).size, 0));
         } catch {
@@ -65,7 +67,7 @@ describe('error storms', () => {
     await waitQuiet([logFile(sb.work, 'burst')], 2000);
     const r = judge({ apps: [{ tag: 'burst', file: logFile(sb.work, 'burst') }], reportDir: reportDirOf(sb.work) })['burst'];
     const st = await row('burst');
-    console.log(`${formatJudgement({ burst: r })}\nmodule: dropped ${st.dropped}, peak spooled ${peakSpooled} packets (${(peakSpoolBytes / 1048576).toFixed(1)} MB on disk), peak RSS ${(peakRss / 1048576).toFixed(1)} MB`);
+    console.log(`${formatJudgement({ burst: r })}\nmodule: dropped ${st.dropped}, peak spooled ${peakSpooled} packets (${(peakSpoolBytes / 1048576).toFixed(1)} MB on disk), peak RSS ${(peakRss / 1048576).toFixed(1)} MB, peak heap used ${(peakHeap / 1048576).toFixed(1)} MB`);
     expect(r).toMatchObject({ sent: 200000, written: 200000, missing: 0, duplicated: 0, foreign: 0 });
     expect(st.dropped).toBe(0);
     expect(peakSpooled).toBeGreaterThan(0);

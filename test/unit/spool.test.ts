@@ -44,6 +44,19 @@ describe('Spool', () => {
     expect(warn).toEqual([]);
   });
 
+  it('keeps any topic and data: strings with newlines, objects, and a topic with a tab', () => {
+    const spool = new Spool({ dir: tmp(), maxBytes: 1 << 20, chunkBytes: 10, warn: () => {} });
+    const odd: OutPacket[] = [
+      { topic: 'pm2-scoped-intercom:log', data: { ch: 'default', r: { msg: 'a\nb', n: 1 } } },
+      { topic: 'log4js:message', data: 'two\nlines' },
+      { topic: 'a\tb', data: 'x' },
+      { topic: 'log4js:message', data: '{"startTime":"2026","data":["\\t tab"]}' },
+    ];
+    for (const p of odd) spool.append('a', p);
+    spool.flush();
+    expect(takeAll(spool, 'a')).toEqual(odd);
+  });
+
   it('takes packets and appends more in between, keeping order', () => {
     const spool = new Spool({ dir: tmp(), maxBytes: 1 << 20, segmentBytes: 700, chunkBytes: 200, warn: () => {} });
     const got: OutPacket[] = [];
@@ -77,7 +90,7 @@ describe('Spool', () => {
     const spool = new Spool({ dir: tmp(), maxBytes: 1000, warn: () => {} });
     let accepted = 0;
     for (let i = 0; i < 20; i++) if (spool.append('a', pkt(i))) accepted++;
-    expect(accepted).toBe(Math.floor(1000 / Buffer.byteLength(`${JSON.stringify(['log4js:message', pkt(0).data])}\n`)));
+    expect(accepted).toBe(Math.floor(1000 / Buffer.byteLength(`slog4js:message\t${pkt(0).data}\n`)));
     expect(spool.bytes).toBeLessThanOrEqual(1000);
   });
 
