@@ -164,7 +164,6 @@ describe('Outbox with a spool', () => {
       vacated: () => undefined,
       onVacated: () => {},
       now: () => 0,
-      preciseNow: () => 0,
       counters,
       bufferBytes,
       spool,
