@@ -105,12 +105,12 @@ describe('error storms', () => {
     await sb.pm2(['delete', 'drain']);
     await restartWith('spool_mb', '2');
     await restartWith('buffer_mb', '1');
-    await sb.start([logApp(sb.work, { name: 'flood', instances: 4, lines: 15000, rate: 0, env: { WAIT_FOR_FILE: `${sb.work}/flood.go` } })]);
+    await sb.start([logApp(sb.work, { name: 'flood', instances: 4, lines: 8000, rate: 0, env: { WAIT_FOR_FILE: `${sb.work}/flood.go` } })]);
     const w = await writerProc(sb, 'flood');
     await sb.pm2(['stop', String(w.pm_id)]);
     fs.writeFileSync(`${sb.work}/flood.go`, '');
     await waitSendersDone(sb.work, 'flood', 3, 120000);
-    await waitFor(async () => (await row('flood')).dropped > 0 && (await sb.trigger('status')).counters.in >= 45000, { timeoutMs: 120000, every: 500, what: 'the flood to pass both bounds' });
+    await waitFor(async () => (await row('flood')).dropped > 0 && (await sb.trigger('status')).counters.in >= 24000, { timeoutMs: 120000, every: 500, what: 'the flood to pass both bounds' });
     await sb.pm2(['start', String(w.pm_id)]);
     const r = await settleAndJudge(sb, 'flood', { timeoutMs: 180000 });
     const st = await row('flood');
@@ -129,7 +129,7 @@ describe('error storms', () => {
     await restartWith('spool_mb', '64');
     await waitFor(() => /cannot use the spool folder/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the spool failure to be said' });
     const mod0 = await sb.moduleProc();
-    await sb.start([logApp(sb.work, { name: 'nospool', instances: 4, lines: 10000, rate: 0, env: { WAIT_FOR_FILE: `${sb.work}/nospool.go` } })]);
+    await sb.start([logApp(sb.work, { name: 'nospool', instances: 4, lines: 6000, rate: 0, env: { WAIT_FOR_FILE: `${sb.work}/nospool.go` } })]);
     const w = await writerProc(sb, 'nospool');
     await sb.pm2(['stop', String(w.pm_id)]);
     fs.writeFileSync(`${sb.work}/nospool.go`, '');
