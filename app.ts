@@ -120,6 +120,19 @@ async function main(): Promise<void> {
     `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
       `settings: ${formatSettings(settings)}`,
   );
+  // Where /proc is missing (macOS, Windows, locked-down containers) the two safety checks are off.
+  const procOk = (f: string): boolean => {
+    try {
+      fs.accessSync(f, fs.constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  log(
+    `safety checks: dying writers ${procOk('/proc/self/stat') ? 'on (/proc/<pid>/stat)' : 'OFF (no /proc): a kill -9 of a busy writer can put two sends into its closed channel'}; ` +
+      `reload forks ${procOk(`/proc/${process.ppid}/task/${process.ppid}/children`) ? 'on (/proc/<daemon>/task/<daemon>/children)' : 'OFF (no /proc children): a reload can hand a new writer packets before the module knows'}`,
+  );
   log(`spool: ${spool.failure ?? `${spool.dir}${spool.count > 0 ? `, ${spool.count} log packets from the last run` : ''}`}`);
 
   let seconds = 0;
