@@ -20,6 +20,13 @@ import fs from 'node:fs';
 export interface Newcomers {
   /** The pid of a process PM2 started for `pmId` after `knownPid` started, if there is one. */
   after(pmId: number, knownPid: number): number | undefined;
+  /**
+   * Has PM2 started a process for `pmId` since `knownPid`? false only when every process the
+   * daemon started since then is identified as another pm_id's; undefined when that cannot be
+   * told (no /proc, `knownPid` not a child, or a new child not identified yet: right after a
+   * fork the daemon runs on while the child is still in exec, its environment not readable).
+   */
+  forked(pmId: number, knownPid: number): boolean | undefined;
 }
 
 interface Child {
@@ -58,7 +65,7 @@ export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/pr
   try {
     fd = fs.openSync(`${procRoot}/${daemonPid}/task/${daemonPid}/children`, 'r');
   } catch {
-    return { after: () => undefined };
+    return { after: () => undefined, forked: () => undefined };
   }
   let buf = Buffer.alloc(4096);
   let last = Buffer.alloc(0);
@@ -135,6 +142,19 @@ export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/pr
       // The known process is not (or no longer) a child: the liveness check speaks for it.
       if (!known || !(n.start > known.start)) return undefined;
       return n.pid;
+    },
+    forked(pmId, knownPid) {
+      if (!(knownPid > 0)) return undefined;
+      refresh();
+      const known = children.get(knownPid);
+      if (!known || Number.isNaN(known.start)) return undefined;
+      let verdict: boolean | undefined = false;
+      for (const [pid, c] of children) {
+        if (pid === knownPid || !(c.start >= known.start)) continue;
+        if (c.pmId === pmId) return c.start > known.start ? true : undefined;
+        if (c.pmId === undefined) verdict = undefined;
+      }
+      return verdict;
     },
   };
 }

@@ -7,6 +7,7 @@
  * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
  * packet goes back to the front of its app's queue.
  */
+import { createPreciseClock } from './clock';
 import { Deque } from './deque';
 import type { Spool } from './spool';
 
@@ -67,10 +68,24 @@ export interface AppQueue {
   heldSince: number;
 }
 
-/** A send in flight: the packet and its app (null: a relayed topic). */
+/** A send in flight: the packet, its app (null: a relayed topic), when it was written to PM2. */
 interface Sent {
   readonly packet: OutPacket;
   readonly app: AppQueue | null;
+  readonly sentAt: number;
+}
+
+/**
+ * A log packet PM2 accepted lately, kept a short while in case it reached a new generation: when
+ * we wrote it and read PM2's answer (sub-ms epoch times), and whether it is known to have gone to
+ * the process we meant (PM2 had forked nothing new for the pm_id when the answer was read).
+ */
+interface Recent {
+  readonly packet: OutPacket;
+  readonly app: AppQueue;
+  readonly sentAt: number;
+  readonly answeredAt: number;
+  readonly beforeAnyFork: boolean;
 }
 
 interface Target {
@@ -80,10 +95,47 @@ interface Target {
   inflight: number;
   /** What is in flight, in send order. */
   readonly sent: Deque<Sent>;
+  readonly recent: Deque<Recent>;
   readonly relays: Deque<OutPacket>;
   readonly done: (err: Error | null) => void;
   /** Set after a failed send, when found vacated, or when detached: nothing more goes to it. */
   broken: boolean;
+  /** Forgotten by the outbox (a newer target may stand for the pm_id): nothing more is kept. */
+  detached: boolean;
+  /** Once detached by a new generation: its pm_uptime (sends PM2 handled after it reached it). */
+  replacedAt: number;
+}
+
+/**
+ * How long, and how many, accepted sends are kept for replay after a silent replacement: enough to
+ * cover the time from a new generation's start to its `online` event reaching us (up to ~0.5 s
+ * seen on a loaded 2-core machine; a target found vacated stops sending, so nothing is pruned
+ * from then on), small enough not to pin delivered packets in memory during a burst.
+ */
+const RECENT_MS = 2000;
+const RECENT_MAX = 20000;
+/**
+ * A lower bound of how long PM2's daemon takes to put a new process under a pm_id once it has
+ * stamped its pm_uptime: `cluster.fork()` (or `spawn`) alone, which runs in the same synchronous
+ * step as the swap, took 6.7 ms at the least on the 2-core machine (median 23 ms under load).
+ */
+const SWAP_MIN_MS = 1;
+
+/**
+ * Did PM2 hand a send to the new generation (stamped `replacedAt`, PM2's pm_uptime, whole ms)
+ * rather than to the process it replaced? PM2 swaps the process under a pm_id in one synchronous
+ * step that starts before `Date.now()` is stamped and ends after the fork, so it handled the send
+ * either before that step (the old process) or after it (the new one):
+ *   - answered before the step could have ended: before it, the old process;
+ *   - written after the stamp: after the step, the new process;
+ *   - otherwise, written before and answered well after the step: unless PM2 had forked nothing
+ *     new when we read the answer, PM2 handled it after the step (our answer was read late only
+ *     when this process was busy for longer than the daemon's fork).
+ */
+export function reachedNewGeneration(sentAt: number, answeredAt: number, replacedAt: number, beforeAnyFork = false): boolean {
+  if (answeredAt < replacedAt + SWAP_MIN_MS) return false;
+  if (sentAt >= replacedAt + 1) return true;
+  return !beforeAnyFork;
 }
 
 export interface OutboxDeps {
@@ -98,6 +150,8 @@ export interface OutboxDeps {
   onSpool?(app: AppQueue): void;
   /** A held backlog started going out (count packets). */
   onFlush?(app: AppQueue, count: number, writer: number): void;
+  /** Packets re-queued because they reached a process generation that was not listening yet. */
+  onReplay?(pmId: number, count: number): void;
   /** The generation (pm_uptime) PM2 reported for this process. */
   generationOf(pmId: number): number;
   /**
@@ -107,7 +161,14 @@ export interface OutboxDeps {
   vacated(pmId: number): string | undefined;
   /** A target was found vacated before a send; nothing more goes to it. */
   onVacated(pmId: number, why: string): void;
+  /**
+   * Asked when an answer came late: has PM2 started a new process for this pm_id since the one we
+   * send to? false: no, so PM2 handled the send before any reload swapped it; undefined: unknown.
+   */
+  forkedSince?(pmId: number): boolean | undefined;
   now(): number;
+  /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
+  preciseNow?(): number;
   counters: Counters;
   /** Bytes of held packets in memory, across apps (`buffer_mb`). */
   bufferBytes: number;
@@ -121,12 +182,14 @@ export class Outbox {
   readonly #targets = new Map<number, Target>();
   readonly #deps: OutboxDeps;
   readonly #c: Counters;
+  readonly #clock: () => number;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
 
   constructor(deps: OutboxDeps) {
     this.#deps = deps;
     this.#c = deps.counters;
+    this.#clock = deps.preciseNow ?? createPreciseClock();
   }
 
   apps(): IterableIterator<AppQueue> {
@@ -328,32 +391,56 @@ export class Outbox {
 
   /**
    * PM2 says this process is online (again). If it is a new generation (`startedAt`, PM2's
-   * pm_uptime, is newer), the old target is forgotten; sends still out finish on it.
-   *
-   * What PM2 handed the new generation before we knew of it (at most the one send in flight at a
-   * reload's swap or a crash restart) is not sent again: a cluster worker hears what it was
-   * handed before its app listened once the app does (measured: a crash-restarted writer wrote
-   * such a line first, and sending it again wrote it twice).
+   * pm_uptime, is newer), the old target is detached (see `#detach`). Sends still out finish on
+   * the detached old target.
    */
   revive(pmId: number, startedAt: number): void {
     const t = this.#targets.get(pmId);
     if (!t) return;
     if (!(startedAt > t.startedAt) && !t.broken) return;
-    this.#forget(t);
+    this.#detach(t, startedAt);
   }
 
-  /** Take a process out of service (exit, stop, delete, or seen launching again): nothing more is sent to it. */
-  retire(pmId: number): void {
+  /**
+   * Take a process out of service (exit, stop, delete, or seen launching again): nothing more is
+   * sent to it. `startedAt`: the generation PM2 now reports for the pm_id (a `pm2 list` can show a
+   * reloaded process still launching, before its `online` event).
+   */
+  retire(pmId: number, startedAt = 0): void {
     const t = this.#targets.get(pmId);
     if (!t) return;
     this.#c.dropped += t.relays.size;
     t.relays.clear();
-    this.#forget(t);
+    this.#detach(t, startedAt);
   }
 
-  #forget(t: Target): void {
+  /**
+   * Forget a target. If PM2 has put a new generation under its pm_id, sends PM2 accepted from
+   * that generation's start on went into a process that did not run the app yet (a `pm2 reload`
+   * or crash restart gives no event before `online`): they go back to the front of their app's
+   * queue.
+   */
+  #detach(t: Target, startedAt: number): void {
     this.#targets.delete(t.pmId);
     t.broken = true;
+    t.detached = true;
+    if (!(startedAt > t.startedAt)) return;
+    t.replacedAt = startedAt;
+    const byApp = new Map<AppQueue, OutPacket[]>();
+    for (let r = t.recent.shift(); r !== undefined; r = t.recent.shift()) {
+      if (!reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork)) continue;
+      let list = byApp.get(r.app);
+      if (!list) byApp.set(r.app, (list = []));
+      list.push(r.packet);
+    }
+    let n = 0;
+    for (const [app, list] of byApp) {
+      n += list.length;
+      app.forwarded -= list.length;
+      this.#requeueFront(app, list);
+    }
+    this.#c.out -= n;
+    if (n > 0) this.#deps.onReplay?.(t.pmId, n);
   }
 
   /** Drop an app's held packets (app deleted, or an operator asked). Returns how many. */
@@ -387,9 +474,12 @@ export class Outbox {
         startedAt: this.#deps.generationOf(pmId),
         inflight: 0,
         sent: new Deque(),
+        recent: new Deque(),
         relays: new Deque(),
         done: (err) => this.#onDone(created, err),
         broken: false,
+        detached: false,
+        replacedAt: Infinity,
       };
       t = created;
       this.#targets.set(pmId, t);
@@ -399,7 +489,7 @@ export class Outbox {
 
   #sendOne(t: Target, packet: OutPacket, app: AppQueue | null): void {
     t.inflight++;
-    t.sent.push({ packet, app });
+    t.sent.push({ packet, app, sentAt: this.#preciseNow() });
     this.#deps.send(t.pmId, packet.topic, packet.data, t.done);
   }
 
@@ -413,7 +503,12 @@ export class Outbox {
 
   #onDone(t: Target, err: Error | null): void {
     t.inflight--;
-    const { packet, app } = t.sent.shift() as Sent;
+    const { packet, app, sentAt } = t.sent.shift() as Sent;
+    const answeredAt = this.#preciseNow();
+    // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
+    // by now (the swap and the fork are one step of the daemon). Asked only when it matters: an
+    // answer slow enough for a swap to fit between the send and the answer.
+    const beforeAnyFork = !err && app !== null && answeredAt - sentAt > SWAP_MIN_MS && this.#deps.forkedSince?.(t.pmId) === false;
     if (app) app.inflight--;
     if (err) {
       this.#c.sendErrors++;
@@ -434,8 +529,16 @@ export class Outbox {
         t.relays.clear();
       }
     } else if (app) {
-      this.#c.out++;
-      app.forwarded++;
+      if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork)) {
+        // Accepted by a generation that was not listening yet: send again when it is.
+        this.#requeueFront(app, [packet]);
+        this.#deps.onReplay?.(t.pmId, 1);
+      } else {
+        this.#c.out++;
+        app.forwarded++;
+        // Kept until the target is detached: a vacated target may yet turn out replaced.
+        if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });
+      }
     } else {
       this.#c.relayed++;
     }
@@ -451,6 +554,16 @@ export class Outbox {
     for (const a of this.#apps.values()) {
       if (this.held(a.key) > 0 && this.#deps.writerOf(a.key) === t.pmId) this.pump(a);
     }
+  }
+
+  #preciseNow(): number {
+    return this.#clock();
+  }
+
+  #remember(t: Target, r: Recent): void {
+    t.recent.push(r);
+    const oldest = r.answeredAt - RECENT_MS;
+    while (t.recent.size > RECENT_MAX || (t.recent.peek() as Recent).answeredAt < oldest) t.recent.shift();
   }
 
   /** Put packets (in their send order) before everything else the app waits to send. */

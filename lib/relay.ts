@@ -40,6 +40,8 @@ export interface RelayOptions {
   globalInstanceVar?: string;
   /** How long an app may hold packets before the module says why (ms). @default 5000 */
   heldWarnAfter?: number;
+  /** Sub-millisecond epoch clock for send times (compared with PM2's pm_uptime). */
+  preciseNow?: () => number;
   /** Whether a pid is still alive (not exited). @default procLiveness() */
   liveness?: Liveness;
   /** Which process PM2 started last for a pm_id. @default daemonChildren() */
@@ -137,6 +139,9 @@ export class Relay {
       onFlush: (app, n, writer) => {
         this.#reporter.info(`app=${formatAppKey(app.key)} delivering ${n} held log packets to writer pm_id=${writer}`);
       },
+      onReplay: (pmId, n) => {
+        this.#reporter.count(`log packets sent again: PM2 had handed them to a restarted process (pm_id ${pmId}) before it listened`, n);
+      },
       generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
       vacated: (pmId) => {
         const p = this.registry.process(pmId);
@@ -146,7 +151,12 @@ export class Relay {
         return other === undefined ? undefined : `is a new process (pid ${other}, was ${p.pid}): a reload`;
       },
       onVacated: (pmId, why) => this.#onVacated(pmId, why),
+      forkedSince: (pmId) => {
+        const p = this.registry.process(pmId);
+        return p === undefined ? undefined : this.#newcomers.forked(pmId, p.pid);
+      },
       now: this.#now,
+      preciseNow: opts.preciseNow,
       counters: this.counters,
       bufferBytes: opts.settings.buffer_mb * 1048576,
       spool: opts.spool,
@@ -391,7 +401,7 @@ export class Relay {
         // Learn the new generation's pid soon (PM2's events do not carry it).
         if (ch.proc.pid === 0) this.scheduleReconcile(100);
       } else {
-        this.outbox.retire(ch.proc.pmId);
+        this.outbox.retire(ch.proc.pmId, ch.proc.startedAt);
         if (ch.kind === 'removed') this.#liveness.forget(ch.proc.pid);
       }
       if (this.registry.app(ch.proc.appKey)) touched.add(ch.proc.appKey);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createPreciseClock } from '../../lib/clock';
 import { Deque } from '../../lib/deque';
 
 describe('Deque', () => {
@@ -21,5 +22,22 @@ describe('Deque', () => {
     }
     while (model.length) expect(d.shift()).toBe(model.shift());
     expect(d.shift()).toBeUndefined();
+  });
+});
+
+describe('createPreciseClock', () => {
+  // Date.now() is a whole millisecond; allow a little for a preempted read on a busy machine.
+  it('agrees with Date.now() to within a couple of milliseconds', () => {
+    const clock = createPreciseClock(50);
+    let last = -Infinity;
+    for (let i = 0; i < 2000; i++) {
+      const before = Date.now();
+      const t = clock();
+      const after = Date.now();
+      expect(t).toBeGreaterThan(before - 2);
+      expect(t).toBeLessThan(after + 3);
+      last = t;
+    }
+    expect(last).toBeGreaterThan(0);
   });
 });

@@ -46,6 +46,24 @@ describe('daemonChildren', () => {
     expect(watch.after(1, 0)).toBeUndefined(); // pid not known yet: nothing to compare with
   });
 
+  it('forked(): false only when every process started since the known one is another pm_id\'s', () => {
+    const p = fakeProc();
+    root = p.root;
+    p.child(100, 5000, cluster(1));
+    p.child(101, 4000, ['pm_id=2']); // older: not a newcomer
+    p.setChildren([100, 101]);
+    const watch = daemonChildren(1, root);
+    expect(watch.forked(1, 100)).toBe(false);
+    p.child(150, 6000, ['pm_id=2']); // another app's process started since: still no
+    p.setChildren([100, 101, 150]);
+    expect(watch.forked(1, 100)).toBe(false);
+    p.child(300, 7000, ['PATH=/bin']); // a new child still in exec: cannot tell
+    p.setChildren([100, 101, 150, 300]);
+    expect(watch.forked(1, 100)).toBeUndefined();
+    p.child(300, 7000, cluster(1)); // now readable: pm_id 1 was forked again
+    expect(watch.forked(1, 100)).toBe(true);
+    expect(watch.forked(1, 999)).toBeUndefined(); // not a child: nothing to compare with
+  });
 
   it('classifies a child read before its exec (the daemon\'s own environment) on a later check', () => {
     const p = fakeProc();

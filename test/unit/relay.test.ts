@@ -15,7 +15,7 @@ async function setup(
   const timers = new FakeTimers();
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
-  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, newcomers: { after: () => undefined }, ...opts });
+  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined }, ...opts });
   await relay.start();
   lines.length = 0; // the start-up lines (each app's writer)
   return { relay, client, timers, lines, reporter, settings };
@@ -88,7 +88,7 @@ describe('Relay', () => {
     expect(relay.counters).toMatchObject({ out: 10, held: 0, dropped: 0 });
   });
 
-  it('does not send again what PM2 handed to a new generation before its online event (a cluster worker hears it once its app listens)', async () => {
+  it('re-sends what PM2 handed to a new generation before it listened (reload/crash: no event first)', async () => {
     const { client, timers, relay } = await setup();
     logs(client, 1, 'web', 0, 5);
     for (let i = 0; i < 20; i++) await flush();
@@ -102,12 +102,13 @@ describe('Relay', () => {
     for (let i = 0; i < 20; i++) await flush();
     expect(client.sent).toHaveLength(8);
     client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    expect(relay.counters.held).toBeGreaterThan(0);
     timers.advance(1000);
     for (let i = 0; i < 40; i++) await flush();
     const delivered = client.sent.map((s) => s.data);
-    // 5,6,7 went into the new generation before we knew of it: it hears them, once.
-    expect(delivered).toEqual(Array.from({ length: 8 }, (_, i) => `web-1-${i}`));
-    expect(relay.counters).toMatchObject({ out: 8, held: 0 });
+    // 5,6,7 went into the new generation too early: sent again after the ready delay.
+    expect(delivered.slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
+    expect(relay.counters.out).toBe(8);
   });
 
   it('a process list that shows the reloaded writer still launching (before its online event) loses nothing', async () => {
@@ -122,11 +123,12 @@ describe('Relay', () => {
     expect(client.sent).toHaveLength(8);
     client.procs[0] = { ...client.procs[0], status: 'launching', pm_uptime: restartAt };
     await relay.reconcile();
+    expect(relay.counters.held).toBe(3);
     client.procs[0] = { ...client.procs[0], status: 'online' };
     client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
     timers.advance(1000);
     for (let i = 0; i < 40; i++) await flush();
-    expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 8 }, (_, i) => `web-1-${i}`));
+    expect(client.sent.map((s) => s.data).slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
     expect(relay.counters).toMatchObject({ out: 8, held: 0, dropped: 0 });
   });
 
@@ -134,6 +136,7 @@ describe('Relay', () => {
     let forked = false;
     const newcomers = {
       after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay, lines, reporter } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
@@ -163,10 +166,11 @@ describe('Relay', () => {
     expect(relay.counters).toMatchObject({ out: 8, held: 0, dropped: 0 });
   });
 
-  it('the send in flight at a reload\'s swap is never sent again, whichever process PM2 gave it to', async () => {
+  it('a send answered late (this process busy) before the fork reached the old writer: not sent again; one answered after the fork is', async () => {
     let forked = false;
     const newcomers = {
       after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
@@ -188,7 +192,7 @@ describe('Relay', () => {
         await flush();
       }
     }
-    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0', 'web-1-1']);
+    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0', 'web-1-1', 'web-1-1']);
     expect(relay.counters).toMatchObject({ out: 2, held: 0, dropped: 0 });
   });
 

@@ -164,6 +164,7 @@ describe('Outbox with a spool', () => {
       vacated: () => undefined,
       onVacated: () => {},
       now: () => 0,
+      preciseNow: () => 0,
       counters,
       bufferBytes,
       spool,

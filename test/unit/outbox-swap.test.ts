@@ -1,0 +1,35 @@
+/**
+ * Which process got a send PM2 handled around a `pm2 reload` swap (lib/outbox.ts
+ * reachedNewGeneration). PM2 swaps the process under a pm_id in one synchronous step: it stamps
+ * the new pm_uptime U (whole ms), forks (several ms), and only then is the new process there, so a
+ * send is handled before the step (old process) or after it (new process), never inside.
+ */
+import { describe, expect, it } from 'vitest';
+import { reachedNewGeneration } from '../../lib/outbox';
+
+const U = 1_000_000;
+
+describe('reachedNewGeneration', () => {
+  it('no replacement: never', () => {
+    expect(reachedNewGeneration(U, U + 50, Infinity)).toBe(false);
+  });
+
+  it('answered before the swap could have ended: the old process had it', () => {
+    expect(reachedNewGeneration(U - 5, U - 0.2, U)).toBe(false);
+    expect(reachedNewGeneration(U - 0.3, U + 0.9, U)).toBe(false);
+  });
+
+  it('written after the stamp: the new process had it', () => {
+    expect(reachedNewGeneration(U + 1, U + 9, U)).toBe(true);
+    expect(reachedNewGeneration(U + 3, U + 3.2, U)).toBe(true);
+  });
+
+  it('written before and answered after the swap: the daemon was in the swap when it arrived, so the new process had it', () => {
+    // The case seen missing a line before: sent 6 ms before the stamp, handled after the fork.
+    expect(reachedNewGeneration(U - 6, U + 8, U)).toBe(true);
+  });
+
+  it('... unless no new process existed when the answer was read: the old process had it, the answer was read late', () => {
+    expect(reachedNewGeneration(U - 0.1, U + 4, U, true)).toBe(false);
+  });
+});
