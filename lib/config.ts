@@ -16,7 +16,7 @@ export interface Settings {
   readonly broadcast: BroadcastScope;
   /** Instance number (the app's `instance_var`) of the process that writes. @default 0 */
   readonly writer_instance: number;
-  /** Megabytes of held log packets kept in memory (whole module) while writers are away or the relay is behind; past it they go to the spool. @default 24 */
+  /** Megabytes of held log packets kept in memory (whole module) while writers are away or the relay is behind; past it they go to the spool. @default 8 */
   readonly buffer_mb: number;
   /** Megabytes of held log packets kept on disk past `buffer_mb` (0: no spool, the oldest in memory are dropped instead); past it the newest are dropped. @default 256 */
   readonly spool_mb: number;
@@ -32,7 +32,7 @@ export const DEFAULTS: Settings = Object.freeze({
   log_topics: Object.freeze(['log4js:message']),
   broadcast: 'app',
   writer_instance: 0,
-  buffer_mb: 24,
+  buffer_mb: 8,
   spool_mb: 256,
   ready_delay: 1500,
   max_inflight: 1,

@@ -5,7 +5,7 @@
  */
 import type { Settings } from './config';
 import { electWriter, type Election } from './election';
-import { newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
+import { EXITED, newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
 import type { Pm2Client } from './pm2-client';
 import { procLiveness, type Liveness } from './liveness';
 import { daemonChildren, type Newcomers } from './newcomers';
@@ -66,8 +66,6 @@ export interface AppStatus {
   last_problem: string | null;
 }
 
-/** How `vacated` says a process has exited (as opposed to: was replaced). */
-const EXITED = 'exited';
 
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
 

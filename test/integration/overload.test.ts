@@ -73,11 +73,11 @@ describe('error storms', () => {
     expect(peakSpooled).toBeGreaterThan(0);
     // The spool is emptied once delivered.
     expect(fs.readdirSync(spoolDir())).toEqual([]);
-    // Bounded memory: buffer_mb (24) plus the module's own (the bench tracks the target).
+    // Bounded memory: buffer_mb (8) plus the module's own (the bench tracks the target).
     expect(peakRss).toBeLessThan(160 * 1048576);
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.restart_time).toBe(mod0.pm2_env.restart_time);
-    expect(sb.moduleLog()).toMatch(/app=burst .*held log packets pass buffer_mb=24: the newer ones go to the spool on disk/);
+    expect(sb.moduleLog()).toMatch(/app=burst .*held log packets pass buffer_mb=8: the newer ones go to the spool on disk/);
   });
 
   it('a module restart while a spool drains loses and repeats nothing', async () => {

@@ -30,7 +30,7 @@ describe('parseSettings', () => {
     const byKey = Object.fromEntries(problems.map((p) => [p.key, p.message]));
     expect(byKey.buffer_mb).toContain('buffer_mb="lots" (string)');
     expect(byKey.buffer_mb).toContain('expected an integer from 1 to');
-    expect(byKey.buffer_mb).toContain('using the default 24');
+    expect(byKey.buffer_mb).toContain('using the default 8');
     expect(byKey.broadcast).toContain('one of app, namespace, all, off');
     expect(byKey.writer_instance).toContain('-1 (number)');
     // pmx autocasts "" to 0: still reported, never taken as a topic.

@@ -196,6 +196,33 @@ describe('Relay', () => {
     expect(relay.counters).toMatchObject({ out: 2, held: 0, dropped: 0 });
   });
 
+  it('a writer found dying (kill -9): what PM2 already had is never sent again to its restarted process', async () => {
+    const newcomers = { after: () => undefined, forked: () => true };
+    let alive = true;
+    const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
+    const { client, timers, relay } = await setup({}, procs, { newcomers, liveness: { isAlive: (pid) => pid !== 1000 || alive, forget: () => {} } });
+    client.autoAnswer = false;
+    logs(client, 1, 'web', 0, 1); // in flight when the writer is killed
+    alive = false;
+    const restartAt = timers.now + 1;
+    timers.advance(4); // the answer is read after PM2 restarted it: the old process had it, or the new one
+    client.answer(1);
+    logs(client, 1, 'web', 1, 2); // found dying before this send: held
+    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0']);
+    client.procs[0] = { ...client.procs[0], status: 'online', pm_uptime: restartAt, pid: 2000 };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: restartAt }));
+    alive = true;
+    for (const ms of [1000, 1000]) {
+      timers.advance(ms);
+      for (let i = 0; i < 20; i++) {
+        client.answer();
+        await flush();
+      }
+    }
+    expect(client.sent.map((s) => s.data)).toEqual(['web-1-0', 'web-1-1']);
+    expect(relay.counters).toMatchObject({ out: 2, held: 0, dropped: 0 });
+  });
+
   it('without a spool, drops the oldest past buffer_mb, counts them and says so once', async () => {
     const { client, relay, lines, reporter } = await setup({ buffer_mb: 1 });
     client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopped', NODE_APP_INSTANCE: 0 }));
