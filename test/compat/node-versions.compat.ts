@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, withinReloadDoubt, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
@@ -127,6 +127,7 @@ describe.each(nodeVersions())(`PM2 ${NODE_RUNS_PM2} on Node %s: daemon, apps and
   it('kill -9 of the writer: one moment\'s backlog at most missing (as writer-restarts.test.ts), nothing twice, the daemon survives', async () => {
     const w = await startMidStream('crashed');
     const before = daemonPid(sb);
+    const killedAt = Date.now();
     process.kill(w.pid, 'SIGKILL');
     await waitFor(async () => (await appProcs(sb, 'crashed')).some((p: Proc) => p.pm2_env.status === 'online' && p.pid !== w.pid && p.pm_id === w.pm_id), {
       timeoutMs: 30000,
@@ -137,20 +138,22 @@ describe.each(nodeVersions())(`PM2 ${NODE_RUNS_PM2} on Node %s: daemon, apps and
     // kill -9 is immediate: the writer was still logging.
     expect(oldWriterSent(w.pid)).toBeLessThan(LINES);
     expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
-    // One moment's backlog (see writer-restarts.test.ts and README, "Stop window").
-    expect(lossAtOneMoment(r).runsPerSender).toBeLessThanOrEqual(1);
-    expect(r.missing).toBeLessThanOrEqual(Math.ceil((3 * RATE * 250) / 1000));
+    // The dead writer's unread backlog only: one run per sender, all sent before the kill
+    // (see writer-restarts.test.ts and README, "Stop window").
+    const loss = lossAtOneMoment(r, killedAt);
+    expect(loss.runsPerSender).toBeLessThanOrEqual(1);
+    expect(loss.runsDueAfter).toBe(0);
     await expectModuleUnharmed();
     expect(daemonPid(sb)).toBe(before);
     expect((fs.readFileSync(path.join(sb.home, 'pm2.log'), 'utf8').match(/ERR_IPC_CHANNEL_CLOSED/g) ?? []).length).toBeLessThanOrEqual(1);
     await sb.pm2(['delete', 'crashed']);
   });
 
-  it('pm2 reload <app> mid-stream: nothing missing, nothing twice', async () => {
+  it('pm2 reload <app> mid-stream: every line once but the one in doubt at the swap', async () => {
     await startMidStream('reloaded');
     await sb.pm2(['reload', 'reloaded']);
     const r = await settleAndJudge(sb, 'reloaded');
-    expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+    expect(withinReloadDoubt(r), JSON.stringify(r.missingRanges)).toBe(true);
     expect(r.senders).toBe(8);
     await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
     await expectModuleUnharmed();

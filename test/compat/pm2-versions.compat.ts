@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitQuiet } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
+import { withinReloadDoubt } from '../support/scenario.js';
 import { pm2Paths, versions } from './versions.js';
 import fs from 'node:fs';
 
@@ -123,12 +124,13 @@ describe.each(versions())('PM2 %s as daemon and CLI', (version) => {
     await sb.pm2(['delete', 'search']);
   });
 
-  it('pm2 reload <app> mid-stream (new workers forked under the same pm_ids): nothing missing, nothing twice', async () => {
+  it('pm2 reload <app> mid-stream (new workers forked under the same pm_ids): every line once but the one in doubt at the swap', async () => {
     await sb.start([logApp(sb.work, { name: 'gateway', instances: 3, lines: 2400, rate: 400 })]);
     await waitFor(() => linesIn(logFile(sb.work, 'gateway')) >= 1200, { timeoutMs: 60000, what: 'gateway to be mid-stream' });
     await sb.pm2(['reload', 'gateway']);
     const r = await settle([{ tag: 'gateway' }]);
-    expect(r.gateway).toMatchObject({ senders: 6, missing: 0, duplicated: 0, foreign: 0 });
+    expect(r.gateway.senders).toBe(6);
+    expect(withinReloadDoubt(r.gateway), JSON.stringify(r.gateway.missingRanges)).toBe(true);
     await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
     await sb.pm2(['delete', 'gateway']);
   });

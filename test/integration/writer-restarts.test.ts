@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, withinReloadDoubt, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const LINES = 2400;
@@ -70,6 +70,7 @@ describe('writers going away lose nothing', () => {
   it('kill -9 of the writer (PM2 restarts it)', async () => {
     const w = await startMidStream('crashed');
     const daemonPid = fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim();
+    const killedAt = Date.now();
     process.kill(w.pid, 'SIGKILL');
     await waitFor(async () => (await appProcs(sb, 'crashed')).some((p) => p.pm2_env.status === 'online' && p.pid !== w.pid && p.pm_id === w.pm_id), {
       timeoutMs: 30000,
@@ -78,12 +79,14 @@ describe('writers going away lose nothing', () => {
     // The killed writer's own unflushed lines die with it. So do the packets PM2 had already put
     // into its IPC pipe that it had not read yet: PM2 reported them delivered, and nobody can
     // know whether the dead process read them (re-sending would duplicate those it did). That
-    // backlog is one moment's traffic: one run of lines per sender, at most what the three
-    // senders log in 250 ms (README, "Stop window"); everything else must arrive, nothing twice.
+    // backlog grows when the writer falls behind (over a second of traffic on a busy machine:
+    // README, "Stop window"). So: one run of lines per sender, all sent before the kill; nothing
+    // sent after it missing, nothing twice.
     const r = await settleAndJudge(sb, 'crashed', { excludePids: [w.pid] });
     expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
-    expect(lossAtOneMoment(r).runsPerSender).toBeLessThanOrEqual(1);
-    expect(r.missing).toBeLessThanOrEqual(Math.ceil((3 * RATE * 250) / 1000));
+    const loss = lossAtOneMoment(r, killedAt);
+    expect(loss.runsPerSender).toBeLessThanOrEqual(1);
+    expect(loss.runsDueAfter).toBe(0);
     await expectModuleUnharmed();
     // The daemon survived (same pid), and at most the one send in flight at the kill hit the
     // closed channel (PM2 survives one such error, not two).
@@ -95,7 +98,7 @@ describe('writers going away lose nothing', () => {
     await startMidStream('reloaded');
     await sb.pm2(['reload', 'reloaded']);
     const r = await settleAndJudge(sb, 'reloaded');
-    expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+    expect(withinReloadDoubt(r), JSON.stringify(r.missingRanges)).toBe(true);
     expect(r.senders).toBe(8);
     // It was caught at the fork, not at the (late) online event.
     await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
@@ -114,7 +117,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['reload', 'rl']);
     for (const [tag, n] of [['rl-five', 5], ['rl-three', 3]] as const) {
       const r = await settleAndJudge(sb, tag);
-      expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+      expect(withinReloadDoubt(r), JSON.stringify(r.missingRanges)).toBe(true);
       expect(r.senders).toBe(2 * n);
     }
     await expectModuleUnharmed();

@@ -68,9 +68,12 @@ function judge({ apps, reportDir, excludePids = [] }) {
           continue;
         }
         m++;
-        if (run) run.last = i;
-        else {
-          run = { pid: r.pid, instance: r.instance, first: i, last: i, dueAt: r.rate > 0 && r.startedAt ? Math.round(r.startedAt + (i * 1000) / r.rate) : undefined };
+        if (run) {
+          run.last = i;
+          if (run.dueAt !== undefined) run.lastDueAt = Math.round(r.startedAt + (i * 1000) / r.rate);
+        } else {
+          const dueAt = r.rate > 0 && r.startedAt ? Math.round(r.startedAt + (i * 1000) / r.rate) : undefined;
+          run = { pid: r.pid, instance: r.instance, first: i, last: i, dueAt, lastDueAt: dueAt };
           missingRanges.push(run);
         }
       }

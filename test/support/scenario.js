@@ -67,13 +67,29 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
 }
 
 /**
- * How a judged app's missing lines are spread: runs of consecutive lines per sender. A loss at one
- * moment (a writer dying with its pipe) is one run per sender; a leak elsewhere is more.
+ * How a judged app's missing lines are spread: runs of consecutive lines per sender, and how many
+ * of them were due after `moment` (epoch ms; a line is due at its sender's start + seq / rate, and
+ * a sender never sends a line more than one line's interval before it is due). A writer that dies
+ * takes what sat unread in its pipe: one run per sender, all sent before it died. The module
+ * controls everything sent after that moment: none of it may be missing.
  */
-function lossAtOneMoment(r) {
+function lossAtOneMoment(r, moment = Infinity, slackMs = 50) {
   const runs = new Map();
-  for (const m of r.missingRanges) runs.set(m.pid, (runs.get(m.pid) || 0) + 1);
-  return { runsPerSender: Math.max(0, ...runs.values()), senders: runs.size };
+  let dueAfter = 0;
+  for (const m of r.missingRanges) {
+    runs.set(m.pid, (runs.get(m.pid) || 0) + 1);
+    if (m.lastDueAt !== undefined && m.lastDueAt > moment + slackMs) dueAfter++;
+  }
+  return { runsPerSender: Math.max(0, ...runs.values()), senders: runs.size, runsDueAfter: dueAfter };
 }
 
-module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment };
+/**
+ * A `pm2 reload` swaps each writer with one send in flight whose fate the module judges from
+ * timing (README, "Writers that go away"): at most that one line per swapped writer may be missing
+ * or twice; every other line exactly once, none foreign.
+ */
+function withinReloadDoubt(r, swappedWriters = 1) {
+  return r.foreign === 0 && r.missing + r.duplicated <= swappedWriters;
+}
+
+module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt };
