@@ -179,11 +179,11 @@ describe.each(nodeVersions())(`PM2 ${NODE_RUNS_PM2} on Node %s: daemon, apps and
   });
 
   it('pm2 set: the module restarts with the setting, still on this Node', async () => {
-    await sb.pm2(['set', `${MODULE}:buffer_max`, '1234']);
-    await waitFor(() => /relaying \(pm2 [^)]*\) settings: .*buffer_max=1234/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with buffer_max=1234' });
+    await sb.pm2(['set', `${MODULE}:report_interval`, '13']);
+    await waitFor(() => /relaying \(pm2 [^)]*\) settings: .*report_interval=13/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with report_interval=13' });
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.status).toBe('online');
-    expect(JSON.parse(String(mod.pm2_env[MODULE]))).toMatchObject({ buffer_max: '1234' });
+    expect(JSON.parse(String(mod.pm2_env[MODULE]))).toMatchObject({ report_interval: '13' });
     await expectAllOn(sb, version, []);
   });
 });
