@@ -242,7 +242,8 @@ export class Outbox {
     const spool = this.#deps.spool;
     const inMemory = app.queue.size + app.retry.size;
     // Behind what is spooled (order), or past the memory bound with something already queued.
-    if (spool !== undefined && (spool.has(appKey) || (inMemory > 0 && this.#bytes + heldBytes(packet) > this.#deps.bufferBytes))) {
+    packet.bytes = heldBytes(packet); // once: for non-string data it serialises
+    if (spool !== undefined && (spool.has(appKey) || (inMemory > 0 && this.#bytes + packet.bytes > this.#deps.bufferBytes))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
         this.#c.held++;
@@ -306,7 +307,7 @@ export class Outbox {
 
   /** Into memory; past the bound with no spool to take it, the oldest of this app go. */
   #hold(app: AppQueue, packet: OutPacket): void {
-    packet.bytes = heldBytes(packet);
+    packet.bytes ??= heldBytes(packet);
     app.queue.push(packet);
     this.#bytes += packet.bytes;
     this.#c.held++;
