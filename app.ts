@@ -9,7 +9,10 @@ import path from 'node:path';
 import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
 import { files, findBridge, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
+import { NO_LIVENESS, procLiveness, procReadable } from './lib/liveness';
+import { daemonChildren, NO_NEWCOMERS } from './lib/newcomers';
 import { createPm2Client } from './lib/pm2-client';
+import { guardSends } from './lib/send-guard';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
@@ -67,10 +70,18 @@ async function main(): Promise<void> {
   // Held packets past buffer_mb, kept across restarts (it may hold some from the last run).
   const spool = new Spool({ dir: path.join(dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
   spool.load();
-  const client = createPm2Client();
+  // The /proc readers (dying writers, reload forks), unless /proc is missing or turned off; without
+  // them every send waits for a fence on PM2's bus, so PM2's daemon is never sent into a closed
+  // channel twice (send-guard.ts).
+  const useProc = settings.proc_checks === 'auto' && procReadable();
+  const pm2 = createPm2Client();
+  const guarded = useProc ? undefined : guardSends(pm2, { post: (packet) => process.send?.(packet, undefined, undefined, () => {}) });
+  const client = guarded ?? pm2;
   await client.connect();
   const relay = new Relay({
     client,
+    liveness: useProc ? procLiveness() : NO_LIVENESS,
+    newcomers: useProc ? daemonChildren() : NO_NEWCOMERS,
     settings,
     reporter,
     knownInstanceVars: saved.instanceVars,
@@ -120,18 +131,13 @@ async function main(): Promise<void> {
     `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
       `settings: ${formatSettings(settings)}`,
   );
-  // Where /proc is missing (macOS, Windows, locked-down containers) the two safety checks are off.
-  const procOk = (f: string): boolean => {
-    try {
-      fs.accessSync(f, fs.constants.R_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  // Where /proc is missing (macOS, Windows, locked-down containers) the /proc checks are off.
+  const children = `/proc/${process.ppid}/task/${process.ppid}/children`;
   log(
-    `safety checks: dying writers ${procOk('/proc/self/stat') ? 'on (/proc/<pid>/stat)' : 'OFF (no /proc): a kill -9 of a busy writer can put two sends into its closed channel'}; ` +
-      `reload forks ${procOk(`/proc/${process.ppid}/task/${process.ppid}/children`) ? 'on (/proc/<daemon>/task/<daemon>/children)' : 'OFF (no /proc children): a reload can hand a new writer packets before the module knows'}`,
+    useProc
+      ? `safety checks: dying writers on (/proc/<pid>/stat); reload forks ${procReadable() && fs.existsSync(children) ? 'on (/proc/<daemon>/task/<daemon>/children)' : 'OFF (no /proc children): a reload can hand a new writer packets before the module knows'}`
+      : `safety checks: /proc ${settings.proc_checks === 'off' ? 'turned off (proc_checks=off)' : 'not readable'}: dying writers and reload forks are not seen; ` +
+          `send guard on: one send at a time, each confirmed on PM2's bus, so a closed channel is never written twice (PM2's daemon stays up)`,
   );
   log(`spool: ${spool.failure ?? `${spool.dir}${spool.count > 0 ? `, ${spool.count} log packets from the last run` : ''}`}`);
 

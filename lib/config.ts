@@ -8,6 +8,7 @@
  */
 
 export type BroadcastScope = 'app' | 'namespace' | 'all' | 'off';
+export type ProcChecks = 'auto' | 'off';
 
 export interface Settings {
   /** Topics routed only to the writer of the sender's app. @default ['log4js:message'] */
@@ -26,6 +27,11 @@ export interface Settings {
   readonly max_inflight: number;
   /** Seconds between summary lines (drops, malformed packets) in `pm2 logs`. @default 5 */
   readonly report_interval: number;
+  /**
+   * `auto`: read /proc where it can be read (dying writers, reload forks); `off`: never, as on
+   * macOS or Windows: every send then waits for a fence on PM2's bus (see send-guard.ts). @default 'auto'
+   */
+  readonly proc_checks: ProcChecks;
 }
 
 export const DEFAULTS: Settings = Object.freeze({
@@ -37,6 +43,7 @@ export const DEFAULTS: Settings = Object.freeze({
   ready_delay: 1500,
   max_inflight: 1,
   report_interval: 5,
+  proc_checks: 'auto',
 });
 
 export const SETTING_KEYS = Object.keys(DEFAULTS) as (keyof Settings)[];
@@ -91,6 +98,13 @@ const PARSERS: { [K in keyof Settings]: Parser<Settings[K]> } = {
   ready_delay: integer(0, 600_000),
   max_inflight: integer(1, 4096),
   report_interval: integer(1, 3600),
+  proc_checks: {
+    accepts: 'one of auto, off',
+    parse(value) {
+      const v = typeof value === 'string' ? value.trim().toLowerCase() : value === false ? 'off' : undefined;
+      return v === 'auto' || v === 'off' ? v : undefined;
+    },
+  },
 };
 
 export function describeValue(value: unknown): string {

@@ -14,7 +14,8 @@
  * for a starved process, 393 ms for one freeing 6 GB), all of it with the IPC channel still open:
  * sends in that time were accepted and lost. Checked before every send with one send in flight,
  * at most the send in flight at the kill reaches a dying worker.
- * Where there is no /proc (not Linux), every process counts as alive.
+ * Where there is no /proc (not Linux), every process counts as alive, and send-guard.ts keeps
+ * PM2's daemon safe instead.
  */
 import fs from 'node:fs';
 
@@ -51,8 +52,21 @@ export function dyingOrDead(buf: Buffer, n: number): boolean {
   return (flags & PF_EXITING) !== 0 || (pending & SIGKILL_BIT) !== 0;
 }
 
+/** Where /proc cannot be read (or `proc_checks=off`): every process counts as alive. */
+export const NO_LIVENESS: Liveness = Object.freeze({ isAlive: () => true, forget: () => {} });
+
+/** Can this machine's /proc tell whether a process is dying? */
+export function procReadable(procRoot = '/proc'): boolean {
+  try {
+    fs.accessSync(`${procRoot}/self/stat`, fs.constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function procLiveness(procRoot = '/proc'): Liveness {
-  if (!fs.existsSync(`${procRoot}/self/stat`)) return { isAlive: () => true, forget: () => {} };
+  if (!procReadable(procRoot)) return NO_LIVENESS;
   const fds = new Map<number, number>();
   const buf = Buffer.alloc(1024);
   const forget = (pid: number): void => {

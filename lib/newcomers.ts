@@ -60,12 +60,15 @@ export function pmIdFromEnviron(environ: string): number | undefined {
   return undefined;
 }
 
+/** Where /proc cannot be read (or `proc_checks=off`): nothing is ever reported. */
+export const NO_NEWCOMERS: Newcomers = Object.freeze({ after: () => undefined, forked: () => undefined });
+
 export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/proc'): Newcomers {
   let fd: number;
   try {
     fd = fs.openSync(`${procRoot}/${daemonPid}/task/${daemonPid}/children`, 'r');
   } catch {
-    return { after: () => undefined, forked: () => undefined };
+    return NO_NEWCOMERS;
   }
   let buf = Buffer.alloc(4096);
   let last = Buffer.alloc(0);

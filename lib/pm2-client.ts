@@ -22,6 +22,8 @@ export interface BusHandlers {
   message(packet: unknown): void;
   /** `process:event` packets: { event, process: pm2_env }. */
   event(packet: unknown): void;
+  /** `log:PM2` packets: lines of the daemon's own console ({ data }); see send-guard.ts. */
+  pm2Log?(packet: unknown): void;
 }
 
 export interface Pm2Client {
@@ -162,6 +164,7 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
           if (err) return reject(err);
           bus.on('process:msg', handlers.message);
           bus.on('process:event', normalizeEvents(handlers.event));
+          if (handlers.pm2Log) bus.on('log:PM2', handlers.pm2Log);
           resolve();
         });
       }),

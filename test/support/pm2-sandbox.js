@@ -41,6 +41,16 @@ function sandboxEnv(home, extra = {}, node = process.execPath) {
   return env;
 }
 
+/** Can this machine run a process with an empty /proc (`unshare --mount`, root or user namespaces)? */
+function emptyProcWorks() {
+  try {
+    execFileSync('unshare', ['--mount', 'sh', '-c', 'mount -t tmpfs none /proc && test ! -e /proc/self'], { stdio: 'ignore', timeout: 10000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Pids of processes whose command line names `dir` (Linux /proc; [] elsewhere). */
 function processesUnder(dir) {
   let pids = [];
@@ -96,8 +106,14 @@ class Pm2Sandbox {
     return new Pm2Sandbox(dir, opts);
   }
 
-  constructor(dir, { pm2Bin = PM2_BIN, node = process.execPath, env = {} } = {}) {
+  /**
+   * `emptyProc`: run the pm2 CLI, and so the daemon it starts, the apps and the module, with an
+   * empty /proc (a tmpfs over it in a private mount namespace): how the module sees macOS, Windows
+   * or a locked-down container. Needs `unshare` and the right to mount (see `emptyProcWorks`).
+   */
+  constructor(dir, { pm2Bin = PM2_BIN, node = process.execPath, env = {}, emptyProc = false } = {}) {
     this.dir = dir;
+    this.emptyProc = emptyProc;
     this.pm2Bin = pm2Bin;
     this.node = node;
     this.extraEnv = env;
@@ -115,7 +131,10 @@ class Pm2Sandbox {
   /** Run the pm2 CLI; resolves with stdout, rejects with stdout+stderr on a non-zero exit. */
   pm2(args, { timeoutMs = 120000, env = {} } = {}) {
     return new Promise((resolve, reject) => {
-      execFile(this.node, [this.pm2Bin, ...args], { env: { ...this.env, ...env }, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const [cmd, argv] = this.emptyProc
+        ? ['unshare', ['--mount', 'sh', '-c', 'mount -t tmpfs none /proc && exec "$0" "$@"', this.node, this.pm2Bin, ...args]]
+        : [this.node, [this.pm2Bin, ...args]];
+      execFile(cmd, argv, { env: { ...this.env, ...env }, cwd: this.work, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
         else resolve(stdout);
       });
@@ -130,6 +149,9 @@ class Pm2Sandbox {
 
   /** pm2 install <absolute tarball>, then wait until the module is online. */
   async install(tarball) {
+    // PM2SI_PROC_CHECKS=off plays a machine without /proc (macOS, Windows): set before the
+    // install, which keeps values already set.
+    if (process.env.PM2SI_PROC_CHECKS) await this.pm2(['set', `${MODULE}:proc_checks`, process.env.PM2SI_PROC_CHECKS]);
     await this.pm2(['install', path.resolve(tarball)], { timeoutMs: 180000 });
     await this.waitModuleOnline();
   }
@@ -211,4 +233,4 @@ class Pm2Sandbox {
   }
 }
 
-module.exports = { Pm2Sandbox, packTarball, waitFor, processesUnder, ROOT, MODULE, PM2_BIN };
+module.exports = { Pm2Sandbox, packTarball, waitFor, processesUnder, emptyProcWorks, ROOT, MODULE, PM2_BIN };

@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { FENCE_RETRY_MS, FENCE_TOPIC, guardSends } from '../../lib/send-guard';
+import { FakeClient, FakeTimers } from './fakes';
+
+const CLOSED = 'Error [ERR_IPC_CHANNEL_CLOSED]: Channel closed\n    at target.send (node:internal/child_process:753:16)\n    at God.sendDataToProcessId\n';
+
+/** A guarded FakeClient whose sends PM2 answers by hand; fences are collected, echoed on demand. */
+async function setup() {
+  const inner = new FakeClient();
+  inner.autoAnswer = false;
+  const timers = new FakeTimers();
+  const posted: string[] = [];
+  const guarded = guardSends(inner, { post: (p) => posted.push(p.data.nonce), timers, runId: 'r' });
+  const messages: unknown[] = [];
+  const events: unknown[] = [];
+  const logs: unknown[] = [];
+  await guarded.subscribe({ message: (p) => messages.push(p), event: (p) => events.push(p), pm2Log: (p) => logs.push(p) });
+  const h = inner.handlers!;
+  const echo = (nonce = posted[posted.length - 1]) => h.message({ raw: { topic: FENCE_TOPIC, data: { nonce } }, process: { pm_id: 9, name: 'pm2-scoped-intercom' } });
+  const pm2Error = (text = CLOSED) => h.pm2Log!({ process: { pm_id: 'PM2' }, data: text });
+  const results: (string | null)[] = [];
+  const send = (pmId: number, line: string) => guarded.send(pmId, 'log4js:message', line, (err) => results.push(err ? `${line}: ${err.message}` : null));
+  return { inner, timers, posted, guarded, messages, events, logs, h, echo, pm2Error, results, send };
+}
+
+describe('send guard (no /proc): one send at a time, each confirmed by a fence on the bus', () => {
+  it('sends the next packet only after the fence of the previous one came back', async () => {
+    const s = await setup();
+    s.send(1, 'a');
+    s.send(2, 'b');
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['a']);
+    s.inner.answer(1);
+    expect(s.posted).toEqual(['r:1']);
+    expect(s.results).toEqual([]); // not done before the fence
+    expect(s.inner.pending).toEqual([]);
+    s.echo();
+    expect(s.results).toEqual([null]);
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['b']);
+    s.inner.answer(1);
+    s.echo();
+    expect(s.results).toEqual([null, null]);
+    expect(s.messages).toEqual([]); // fences are not relayed
+  });
+
+  it('a channel error logged by PM2 before the fence fails the send and blocks the pm_id until PM2 reports its exit', async () => {
+    const s = await setup();
+    s.send(3, 'a');
+    s.inner.answer(1); // PM2 answers success: the write fails later, as an error event
+    s.pm2Error();
+    s.echo();
+    expect(s.results).toEqual(['a: Channel closed: PM2 could not write to pm_id 3 (its IPC channel had closed)']);
+    expect(s.guarded.guard()).toMatchObject({ caught: 1, blocked: [3] });
+    // A second write into the closed channel would kill PM2's daemon: refused without sending.
+    s.send(3, 'b');
+    expect(s.inner.pending).toEqual([]);
+    expect(s.results[1]).toMatch(/^b: Process with ID <3> offline/);
+    // Other pm_ids go on.
+    s.send(4, 'c');
+    expect(s.inner.pending.map((p) => p.packet.pmId)).toEqual([4]);
+    s.inner.answer(1);
+    s.echo();
+    expect(s.results[2]).toBeNull();
+    // PM2 handled the exit: its table no longer holds the closed channel.
+    s.h.event({ event: 'exit', process: { pm_id: 3 } });
+    expect(s.events).toHaveLength(1);
+    s.send(3, 'd');
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['d']);
+  });
+
+  it('other lines of PM2 and error lines while nothing is in flight do not fail a send', async () => {
+    const s = await setup();
+    s.pm2Error(); // someone else's
+    s.send(1, 'a');
+    s.inner.answer(1);
+    s.pm2Error('Stopping app:web id:4\n');
+    s.echo();
+    expect(s.results).toEqual([null]);
+    expect(s.logs).toHaveLength(2);
+  });
+
+  it('an error line read before PM2 answered still counts for the send in flight', async () => {
+    const s = await setup();
+    s.send(1, 'a');
+    s.pm2Error(); // the bus socket was read before the RPC answer
+    s.inner.answer(1);
+    s.echo();
+    expect(s.results[0]).toMatch(/Channel closed/);
+  });
+
+  it('a refused send (PM2 says offline) is done at once, without a fence', async () => {
+    const s = await setup();
+    s.send(1, 'a');
+    s.send(2, 'b');
+    s.inner.answer(1, new Error('Process with ID <1> offline.'));
+    expect(s.posted).toEqual([]);
+    expect(s.results).toEqual(['a: Process with ID <1> offline.']);
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['b']);
+  });
+
+  it('a fence lost on the way is posted again; a stale echo is ignored', async () => {
+    const s = await setup();
+    s.send(1, 'a');
+    s.inner.answer(1);
+    s.timers.advance(FENCE_RETRY_MS);
+    expect(s.posted).toEqual(['r:1', 'r:2']);
+    s.echo('r:1');
+    expect(s.results).toEqual([]);
+    s.echo('r:2');
+    expect(s.results).toEqual([null]);
+    expect(s.guarded.guard().fenceRetries).toBe(1);
+  });
+});
