@@ -139,6 +139,10 @@ async function main(): Promise<void> {
       : `safety checks: /proc ${settings.proc_checks === 'off' ? 'turned off (proc_checks=off)' : 'not readable'}: dying writers and reload forks are not seen; ` +
           `send guard on: one send at a time, each confirmed on PM2's bus, so a closed channel is never written twice (PM2's daemon stays up)`,
   );
+  // PM2 puts its console on the bus only when PM2_LOG_DATE_FORMAT is a non-empty string.
+  if (!useProc && process.env.PM2_LOG_DATE_FORMAT === '') {
+    warn('PM2_LOG_DATE_FORMAT is empty: PM2 does not put its own log lines on the bus, so the send guard cannot see a failed write; set PM2_LOG_DATE_FORMAT or run where /proc is readable');
+  }
   log(`spool: ${spool.failure ?? `${spool.dir}${spool.count > 0 ? `, ${spool.count} log packets from the last run` : ''}`}`);
 
   let seconds = 0;

@@ -2,6 +2,7 @@
  * What `pm2 show` / `pm2 monit` display (pmx probes) and what `pm2 trigger` can ask (pmx actions).
  * Counters are plain numbers bumped on the hot path; rates are derived here once a second.
  */
+import v8 from 'node:v8';
 import type { Counters } from './outbox';
 import type { AppStatus, Relay } from './relay';
 
@@ -75,6 +76,20 @@ export interface ActionDeps {
 }
 
 /** `pm2 trigger pm2-scoped-intercom <action> [param]`. Every action replies, even on error. */
+/**
+ * The module's memory. `process.memoryUsage()` reads the RSS from /proc and throws where it cannot
+ * (an empty or hidden /proc): then the heap figures alone, rss null.
+ */
+export function memoryNow(): { rss: number | null; heapUsed: number; heapTotal: number; external: number } {
+  try {
+    const m = process.memoryUsage();
+    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
+  } catch {
+    const h = v8.getHeapStatistics();
+    return { rss: null, heapUsed: h.used_heap_size, heapTotal: h.total_heap_size, external: h.external_memory };
+  }
+}
+
 export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
   const safe = (fn: (param: unknown) => unknown | Promise<unknown>) => (param: unknown, reply: (data: unknown) => void) => {
     Promise.resolve()
@@ -89,8 +104,7 @@ export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
     safe(() => {
       const apps = deps.relay.status();
       deps.log(`status:\n${formatStatusTable(apps)}`);
-      const m = process.memoryUsage();
-      const memory = { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, heldInMemory: deps.relay.outbox.heldBytes };
+      const memory = { ...memoryNow(), heldInMemory: deps.relay.outbox.heldBytes };
       return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, memory, apps };
     }),
   );

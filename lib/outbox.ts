@@ -366,7 +366,7 @@ export class Outbox {
       a.heldSince = 0;
     }
     const max = this.#deps.maxInflight;
-    while (t.inflight < max && a.queue.size + a.retry.size > 0) {
+    while (!t.broken && t.inflight < max && a.queue.size + a.retry.size > 0) {
       if (!this.#alive(t)) return;
       const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
       this.#c.held--;

@@ -20,6 +20,12 @@
  * generation). One send at a time for the whole module: so an error is never in doubt between
  * two targets.
  *
+ * The same order tells a reload's swap, which the module otherwise sees in the daemon's /proc
+ * children: PM2 logs "App [name:id] starting in -cluster mode-" in the step that forks the new
+ * process. Every send whose fence came back before that line went to the old process; the one in
+ * flight when it comes is in doubt (the outbox judges it from PM2's pm_uptime, as with /proc); and
+ * nothing more goes to that pm_id until PM2 says the new process is online.
+ *
  * The cost is a round trip through the bus per send; the figures are in the README.
  */
 import type { BusHandlers, Pm2Client } from './pm2-client';
@@ -30,6 +36,12 @@ export const FENCE_TOPIC = 'pm2-scoped-intercom:fence';
 
 /** What a failed IPC write to a worker looks like in PM2's log (Node's error stacks). */
 const CHANNEL_ERROR = /ERR_IPC_CHANNEL_CLOSED|Channel closed|EPIPE|ECONNRESET|ENOTCONN|ERR_IPC_DISCONNECTED/;
+
+/**
+ * PM2 logs this in the same synchronous step as it puts a new process under a pm_id (a start,
+ * a restart, or a reload's swap: lib/God/ClusterMode.js and ForkMode.js, before the fork).
+ */
+const STARTING = /App \[(.*):(\d+)\] starting in -(?:cluster|fork) mode-/;
 
 /** A fence not back by then is posted again (the bus may have reconnected and lost it). */
 export const FENCE_RETRY_MS = 2000;
@@ -59,8 +71,10 @@ export interface SendGuardStats {
   caught: number;
   /** Fences posted again after FENCE_RETRY_MS. */
   fenceRetries: number;
-  /** pm_ids sent nothing until PM2 reports their exit. */
+  /** pm_ids sent nothing until PM2 reports their exit (or the new process online). */
   blocked: number[];
+  /** New processes PM2 started under a pm_id that was being sent to. */
+  swaps: number;
 }
 
 /**
@@ -81,6 +95,7 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
   let seq = 0;
   let caught = 0;
   let fenceRetries = 0;
+  let swaps = 0;
 
   const postFence = (): void => {
     fence = `${runId}:${++seq}`;
@@ -103,7 +118,9 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
     while (current === undefined && queue.length > 0) {
       const p = queue.shift() as Pending;
       if (blocked.has(p.pmId)) {
-        p.done(new Error(`Process with ID <${p.pmId}> offline: its IPC channel closed, waiting for PM2 to handle its exit`));
+        // Answered later, like PM2's own answers: the caller may still be in its send loop.
+        const err = new Error(`Process with ID <${p.pmId}> offline: its IPC channel closed or PM2 started a new process under it; waiting for PM2 to report it`);
+        queueMicrotask(() => p.done(err));
         continue;
       }
       current = p;
@@ -156,10 +173,19 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
         },
         pm2Log(packet) {
           const text = (packet as { data?: unknown } | null)?.data;
-          if (current !== undefined && typeof text === 'string' && CHANNEL_ERROR.test(text)) errorSeen = true;
+          if (typeof text === 'string') {
+            if (current !== undefined && CHANNEL_ERROR.test(text)) errorSeen = true;
+            const started = STARTING.exec(text);
+            if (started) {
+              // A new process under this pm_id from now on; it may not listen yet.
+              const id = Number(started[2]);
+              if (!blocked.has(id)) swaps++;
+              blocked.add(id);
+            }
+          }
           handlers.pm2Log?.(packet);
         },
       }),
-    guard: () => ({ caught, fenceRetries, blocked: [...blocked] }),
+    guard: () => ({ caught, fenceRetries, blocked: [...blocked], swaps }),
   };
 }

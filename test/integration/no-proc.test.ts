@@ -36,8 +36,12 @@ describe(`without /proc (${emptyProc ? 'an empty /proc' : 'proc_checks=off'}): t
     await sb?.destroy();
   });
 
-  it('says at start that /proc is off and the send guard is on', () => {
+  it('says at start that /proc is off and the send guard is on; pm2 trigger status answers', async () => {
     expect(sb.moduleLog()).toMatch(emptyProc ? /safety checks: \/proc not readable.*send guard on/ : /safety checks: \/proc turned off \(proc_checks=off\).*send guard on/);
+    // process.memoryUsage() reads /proc: the status must not depend on it.
+    const st = await sb.trigger('status');
+    expect(st.counters).toMatchObject({ dropped: 0 });
+    expect(st.memory.heapUsed).toBeGreaterThan(0);
   });
 
   it('kill -9 of a busy writer, three times: the daemon stays up; nothing twice, nothing foreign', async () => {

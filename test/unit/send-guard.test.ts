@@ -50,9 +50,12 @@ describe('send guard (no /proc): one send at a time, each confirmed by a fence o
     s.echo();
     expect(s.results).toEqual(['a: Channel closed: PM2 could not write to pm_id 3 (its IPC channel had closed)']);
     expect(s.guarded.guard()).toMatchObject({ caught: 1, blocked: [3] });
-    // A second write into the closed channel would kill PM2's daemon: refused without sending.
+    // A second write into the closed channel would kill PM2's daemon: refused without sending
+    // (and answered later, never inside the caller's send).
     s.send(3, 'b');
     expect(s.inner.pending).toEqual([]);
+    expect(s.results).toHaveLength(1);
+    await Promise.resolve();
     expect(s.results[1]).toMatch(/^b: Process with ID <3> offline/);
     // Other pm_ids go on.
     s.send(4, 'c');
@@ -108,5 +111,35 @@ describe('send guard (no /proc): one send at a time, each confirmed by a fence o
     s.echo('r:2');
     expect(s.results).toEqual([null]);
     expect(s.guarded.guard().fenceRetries).toBe(1);
+  });
+
+  it('a new process under a pm_id (PM2 logs "starting" in the step that forks it): the send in flight goes on, nothing more until it is online', async () => {
+    const s = await setup();
+    s.send(13, 'a');
+    s.inner.answer(1);
+    s.echo(); // 'a' went to the old process: its fence came back before the line
+    s.send(13, 'b');
+    s.inner.answer(1);
+    s.pm2Error('App [web:13] starting in -cluster mode-\n');
+    s.echo();
+    expect(s.results).toEqual([null, null]); // 'b' is the one in doubt: the outbox judges it
+    s.send(13, 'c');
+    expect(s.inner.pending).toEqual([]);
+    await Promise.resolve();
+    expect(s.results[2]).toMatch(/^c: Process with ID <13> offline/);
+    expect(s.guarded.guard()).toMatchObject({ swaps: 1, blocked: [13] });
+    s.send(14, 'd'); // other pm_ids go on
+    expect(s.inner.pending.map((p) => p.packet.pmId)).toEqual([14]);
+    s.inner.answer(1);
+    s.echo();
+    s.h.event({ event: 'online', process: { pm_id: 13 } });
+    s.send(13, 'e');
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['e']);
+  });
+
+  it('names with colons and fork mode are read too', async () => {
+    const s = await setup();
+    s.pm2Error('App [api:v2:7] starting in -fork mode-\n');
+    expect(s.guarded.guard().blocked).toEqual([7]);
   });
 });
