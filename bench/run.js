@@ -369,6 +369,11 @@ async function waitWriterReady(sb) {
   );
 }
 
+/** The bench app in cluster mode, log4js with `pm2: true` (its instance 0 writes). */
+function log4jsClusterApp(dirs) {
+  return { name: APP_NAME, script: APP, cwd: ROOT, exec_mode: 'cluster', instances: OPTS.instances, autorestart: false, env: appEnv(dirs, 'pm2') };
+}
+
 /** Rows (b) and (b'): PM2 cluster app with log4js pm2: true, this module relaying. */
 function moduleRow(key, label, settings) {
   let sb;
@@ -409,17 +414,7 @@ function moduleRow(key, label, settings) {
         { timeoutMs: 30000, every: 500, what: `the module to run with ${wanted.map(([k, v]) => `${k}=${v}`).join(' ')}` },
       );
       dirs = rowDirs(sb.work, key);
-      await startApps(sb, [
-        {
-          name: APP_NAME,
-          script: APP,
-          cwd: ROOT,
-          exec_mode: 'cluster',
-          instances: OPTS.instances,
-          autorestart: false,
-          env: appEnv(dirs, 'pm2'),
-        },
-      ]);
+      await startApps(sb, [log4jsClusterApp(dirs)]);
       await waitWriterReady(sb);
       const p = await pm2Pids(sb);
       startPid = p.relay;
@@ -464,17 +459,7 @@ function minimalRelayRow() {
       dirs = rowDirs(sb.work, 'm');
       const out = path.join(sb.dir, 'minimal-relay.out.log');
       await sb.pm2(['start', path.join(ROOT, 'bench', 'fixtures', 'minimal-relay.js'), '--name', MINIMAL_RELAY, '--output', out, '--error', path.join(sb.dir, 'minimal-relay.err.log')]);
-      await startApps(sb, [
-        {
-          name: APP_NAME,
-          script: APP,
-          cwd: ROOT,
-          exec_mode: 'cluster',
-          instances: OPTS.instances,
-          autorestart: false,
-          env: appEnv(dirs, 'pm2'),
-        },
-      ]);
+      await startApps(sb, [log4jsClusterApp(dirs)]);
       await waitFor(() => fs.existsSync(out) && fs.readFileSync(out, 'utf8').includes(`writer of ${APP_NAME} is`), {
         timeoutMs: 30000,
         every: 200,
