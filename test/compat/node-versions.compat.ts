@@ -9,14 +9,16 @@
  * restart by `pm2 set`. A second, small sandbox per version (its daemon started with
  * PM2_PROCESS_INSTANCE_VAR) checks that the diagnoses of test/integration/topics-and-diagnosis
  * (fork-mode app, same name in two namespaces, log4js reading the wrong instance variable) are
- * the same on that Node.
+ * the same on that Node. A third sandbox per version runs PM2, the apps and the module with an
+ * empty /proc (as on macOS or Windows, test/integration/no-proc.test.ts): a busy writer killed
+ * and an app reloaded mid-stream, the send guard keeping PM2's daemon up.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
-import { MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
+import { emptyProcWorks, MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
 import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, withinReloadDoubt, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
@@ -248,5 +250,45 @@ describe.each(nodeVersions())('Node %s: diagnoses with PM2_PROCESS_INSTANCE_VAR 
         .join('\n'),
     );
     await expectAllOn(sb, version);
+  });
+});
+
+const emptyProc = emptyProcWorks();
+
+describe.each(nodeVersions())(`Node %s without /proc (${emptyProc ? 'an empty /proc' : 'proc_checks=off'}): the send guard`, (version) => {
+  let sb: Sandbox;
+
+  beforeAll(async () => {
+    sb = Pm2Sandbox.create(`pm2si-node-${version}-noproc-`, { pm2Bin: pm2Paths(NODE_RUNS_PM2).bin, node: nodeBin(version), emptyProc });
+    if (!emptyProc) await sb.pm2(['set', `${MODULE}:proc_checks`, 'off']);
+    await sb.install(tarball);
+  });
+
+  afterAll(async () => {
+    await sb?.destroy();
+  });
+
+  it('kill -9 of a busy writer, then a reload: the daemon stays up; nothing twice but the one line in doubt at the swap', async () => {
+    expect(sb.moduleLog()).toMatch(/send guard on/);
+    const daemon = daemonPid(sb);
+    const name = 'noproc';
+    await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES * 2, rate: RATE })]);
+    await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES / 2, { timeoutMs: 60000, what: `${name} to be mid-stream` });
+    const w = await writerProc(sb, name);
+    process.kill(w.pid, 'SIGKILL');
+    await waitFor(async () => (await appProcs(sb, name)).some((p: Proc) => p.pm2_env.status === 'online' && p.pm_id === w.pm_id && p.pid !== w.pid), {
+      timeoutMs: 30000,
+      what: 'PM2 to restart the killed writer',
+    });
+    await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES * 2, { timeoutMs: 60000, what: `${name} to go on` });
+    await sb.pm2(['reload', name]);
+    const r = await settleAndJudge(sb, name, { excludePids: [w.pid] });
+    console.log(`Node ${version} without /proc: ${r.missing} missing, ${r.duplicated} twice of ${r.sent}`);
+    // The dead writer's unread backlog (one run per sender) and the reload's line in doubt.
+    expect(r.foreign).toBe(0);
+    expect(r.duplicated).toBeLessThanOrEqual(1);
+    expect(lossAtOneMoment(r).runsPerSender).toBeLessThanOrEqual(2);
+    expect(daemonPid(sb)).toBe(daemon);
+    expect((await sb.moduleProc()).pm2_env.restart_time).toBe(0);
   });
 });
