@@ -31,8 +31,27 @@ describe('topics, bad input and diagnoses', () => {
     exec_mode: o.fork ? 'fork' : 'cluster',
     instances: o.instances ?? 1,
     ...(o.namespace ? { namespace: o.namespace } : {}),
-    env: { OUT_DIR: outDir, COUNT: '20', START_DELAY_MS: '2500', ...(o.env ?? {}) },
+    env: { OUT_DIR: outDir, COUNT: '20', GO_FILE: path.join(sb.work, `go-${name}`), ...(o.env ?? {}) },
   });
+
+  /**
+   * Start topic apps and let them send only once every instance listens (its record file is
+   * there) and the module knows every instance online: relayed topics are never held, so a packet
+   * for a peer the module does not know yet goes nowhere, by design.
+   */
+  async function startTopicApps(apps: ReturnType<typeof topicApp>[]) {
+    await sb.start(apps);
+    const want = apps.map((a) => ({ name: a.name, n: a.instances, namespace: a.namespace ?? 'default' }));
+    await waitFor(
+      async () => {
+        if (!want.every((w) => received().filter((r) => r.app === w.name).length === w.n)) return false;
+        const rows = (await status()).apps as { name: string; namespace: string; online: number }[];
+        return want.every((w) => rows.some((r) => r.name === w.name && r.namespace === w.namespace && r.online === w.n));
+      },
+      { timeoutMs: 60000, what: `${want.map((w) => w.name).join(', ')} to listen and be known online` },
+    );
+    for (const a of apps) fs.writeFileSync(a.env.GO_FILE, '1');
+  }
 
   const received = (): Received[] =>
     fs
@@ -57,7 +76,7 @@ describe('topics, bad input and diagnoses', () => {
 
   it('an app started before the module, a fork app and a cluster app: topics stay in their app (broadcast=app); malformed packets are counted', async () => {
     fs.writeFileSync(path.join(sb.work, 'go-early'), '1');
-    await sb.start([topicApp('chat', { instances: 3 }), topicApp('cron', { fork: true, env: { MALFORMED: '1' } })]);
+    await startTopicApps([topicApp('chat', { instances: 3 }), topicApp('cron', { fork: true, env: { MALFORMED: '1' } })]);
     await waitSendersDone(sb.work, 'early', 3);
     await waitFor(() => received().filter((r) => r.app === 'chat' && r.received.length >= 40).length === 3, { timeoutMs: 60000, what: 'chat peers to receive' });
     await waitQuiet([logFile(sb.work, 'early')]);
@@ -117,7 +136,7 @@ describe('topics, bad input and diagnoses', () => {
     await sb.pm2(['start', blueApp.script, '--name', 'shop', '--namespace', 'blue', '-i', '2', '-f'], { env: blueApp.env });
     // log4js in fork mode writes in every instance (each is a cluster master), so a fork app
     // sends log packets only from custom code: a fork app sending on the log topic itself.
-    await sb.start([topicApp('forked', { fork: true, instances: 2, env: { TOPIC: 'log4js:message', COUNT: '5', START_DELAY_MS: '500' } })]);
+    await sb.start([topicApp('forked', { fork: true, instances: 2, env: { TOPIC: 'log4js:message', COUNT: '5', START_DELAY_MS: '500', GO_FILE: '' } })]);
     await waitFor(() => /DIAGNOSIS held app=shop \(namespace blue\).*numbered 2, 3/.test(sb.moduleLog()), { timeoutMs: 40000, what: 'the namespace diagnosis' });
     await waitFor(() => /DIAGNOSIS fork-mode app=forked /.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the fork-mode diagnosis' });
     const s = await status();
@@ -164,7 +183,7 @@ describe('topics, bad input and diagnoses', () => {
     await sb.pm2(['set', 'pm2-scoped-intercom:broadcast', 'namespace']);
     await waitFor(() => /relaying .*broadcast=namespace/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'broadcast=namespace' });
     for (const f of fs.readdirSync(outDir)) fs.rmSync(path.join(outDir, f));
-    await sb.start([topicApp('ns-a', { namespace: 'team1', instances: 2 }), topicApp('ns-b', { namespace: 'team1' }), topicApp('ns-c', { namespace: 'team2' })]);
+    await startTopicApps([topicApp('ns-a', { namespace: 'team1', instances: 2 }), topicApp('ns-b', { namespace: 'team1' }), topicApp('ns-c', { namespace: 'team2' })]);
     await waitFor(() => received().filter((r) => r.app.startsWith('ns-')).length === 4 && received().filter((r) => r.app === 'ns-b')[0]?.received.length >= 40, {
       timeoutMs: 60000,
       what: 'team1 to receive',
