@@ -158,7 +158,7 @@ async function main(): Promise<void> {
     try {
       bridgePid = spawnBridge(dir, stopNonce, legacy);
       if (await waitUntil(() => readBridge(dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
-        stopGate.arm(stopNonce, () => {});
+        stopGate.arm(stopNonce);
         process.send?.(markerPacket('stop', stopNonce));
         handedOver = await waitUntil(() => stopGate.stopped, MARKER_ECHO_MS);
       }
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
       warn(`could not start the handover bridge: ${(err as Error).message}`);
     }
     if (!handedOver) {
-      stopGate.arm('none', () => {});
+      stopGate.arm('none');
       // A bridge that got no stop marker would only mislead the next start (it hands over nothing).
       if (bridgePid) {
         try {

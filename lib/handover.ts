@@ -60,12 +60,6 @@ export const files = {
   handoverPrefix: 'handover-',
 };
 
-export function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value));
-  fs.renameSync(tmp, file);
-}
-
 export function readBridge(dir: string): BridgeInfo | undefined {
   try {
     const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
@@ -157,11 +151,10 @@ export class StartGate {
 export class StopGate {
   #stopped = false;
   #nonce: string | undefined;
-  #onStop: (() => void) | undefined;
 
-  arm(nonce: string, onStop: () => void): void {
+  /** From now on, our `stop` marker (`nonce`) ends what passes. */
+  arm(nonce: string): void {
     this.#nonce = nonce;
-    this.#onStop = onStop;
   }
 
   get stopped(): boolean {
@@ -174,7 +167,6 @@ export class StopGate {
       const m = markerOf(p);
       if (m && m.kind === 'stop' && m.nonce === this.#nonce) {
         this.#stopped = true;
-        this.#onStop?.();
         return;
       }
       // Other markers go on to the start gate, which consumes them.

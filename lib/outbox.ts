@@ -190,14 +190,14 @@ export class Outbox {
   readonly #apps = new Map<string, AppQueue>();
   readonly #targets = new Map<number, Target>();
   readonly #deps: OutboxDeps;
-  readonly #c: Counters;
+  readonly #counters: Counters;
   readonly #clock: () => number;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
 
   constructor(deps: OutboxDeps) {
     this.#deps = deps;
-    this.#c = deps.counters;
+    this.#counters = deps.counters;
     this.#clock = deps.preciseNow ?? createPreciseClock();
   }
 
@@ -246,8 +246,8 @@ export class Outbox {
     if (spool !== undefined && (spool.has(appKey) || (inMemory > 0 && this.#bytes + packet.bytes > this.#deps.bufferBytes))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
-        this.#c.held++;
-        this.#c.spooled++;
+        this.#counters.held++;
+        this.#counters.spooled++;
         if (first) this.#deps.onSpool?.(app);
       } else if (spool.failure === undefined || spool.has(appKey)) {
         // Both bounds passed, or the disk failed with older packets still in the spool: the newest
@@ -280,13 +280,13 @@ export class Outbox {
       const n = spool.countOf(key);
       if (!exists(key)) {
         spool.drop(key);
-        this.#c.dropped += n;
+        this.#counters.dropped += n;
         gone(key, n);
         continue;
       }
       this.#app(key);
-      this.#c.held += n;
-      this.#c.spooled += n;
+      this.#counters.held += n;
+      this.#counters.spooled += n;
     }
   }
 
@@ -298,7 +298,7 @@ export class Outbox {
       for (const q of [a.retry, a.queue]) {
         for (let p = q.shift(); p !== undefined; p = q.shift()) list.push({ topic: p.topic, data: p.data });
       }
-      this.#c.held -= list.length;
+      this.#counters.held -= list.length;
       if (list.length > 0) out[a.key] = list;
     }
     this.#bytes = 0;
@@ -310,7 +310,7 @@ export class Outbox {
     packet.bytes ??= heldBytes(packet);
     app.queue.push(packet);
     this.#bytes += packet.bytes;
-    this.#c.held++;
+    this.#counters.held++;
     if (this.#bytes > this.#deps.bufferBytes && (this.#deps.spool === undefined || this.#deps.spool.failure !== undefined)) this.#overflow(app);
   }
 
@@ -320,18 +320,18 @@ export class Outbox {
     if (!spool || !spool.has(app.key)) return;
     while (spool.has(app.key) && app.queue.size + app.retry.size < REFILL_BELOW && (this.#bytes < this.#deps.bufferBytes / 2 || app.queue.size + app.retry.size === 0)) {
       const packets = spool.take(app.key);
-      this.#c.spooled -= packets.length;
+      this.#counters.spooled -= packets.length;
       for (const p of packets) {
         p.bytes = heldBytes(p);
         app.queue.push(p);
         this.#bytes += p.bytes;
       }
       // What could not be read back is gone: held no more.
-      const lost = this.#c.spooled - spool.count;
+      const lost = this.#counters.spooled - spool.count;
       if (lost > 0) {
-        this.#c.spooled -= lost;
-        this.#c.held -= lost;
-        this.#c.dropped += lost;
+        this.#counters.spooled -= lost;
+        this.#counters.held -= lost;
+        this.#counters.dropped += lost;
       }
     }
   }
@@ -369,7 +369,7 @@ export class Outbox {
     while (t.inflight < max && a.queue.size + a.retry.size > 0) {
       if (!this.#alive(t)) return;
       const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
-      this.#c.held--;
+      this.#counters.held--;
       this.#bytes -= packet.bytes ?? 0;
       if (a.queue.size + a.retry.size < REFILL_BELOW) this.#refill(a);
       a.inflight++;
@@ -388,16 +388,11 @@ export class Outbox {
     if (why.startsWith(EXITED)) t.died = true;
     if (!t.broken) {
       t.broken = true;
-      this.#c.dropped += t.relays.size;
+      this.#counters.dropped += t.relays.size;
       t.relays.clear();
       this.#deps.onVacated(t.pmId, why);
     }
     return false;
-  }
-
-  /** Send what can be sent for every app (after a table change). */
-  pumpAll(): void {
-    for (const a of this.#apps.values()) this.pump(a);
   }
 
   /**
@@ -420,7 +415,7 @@ export class Outbox {
   retire(pmId: number, startedAt = 0): void {
     const t = this.#targets.get(pmId);
     if (!t) return;
-    this.#c.dropped += t.relays.size;
+    this.#counters.dropped += t.relays.size;
     t.relays.clear();
     this.#detach(t, startedAt);
   }
@@ -457,7 +452,7 @@ export class Outbox {
       app.forwarded -= list.length;
       this.#requeueFront(app, list);
     }
-    this.#c.out -= n;
+    this.#counters.out -= n;
     if (n > 0) this.#deps.onReplay?.(t.pmId, n);
   }
 
@@ -472,13 +467,13 @@ export class Outbox {
         n++;
       }
     }
-    this.#c.held -= n;
+    this.#counters.held -= n;
     const spooled = this.#deps.spool?.drop(appKey) ?? 0;
-    this.#c.held -= spooled;
-    this.#c.spooled -= spooled;
+    this.#counters.held -= spooled;
+    this.#counters.spooled -= spooled;
     n += spooled;
     a.heldSince = 0;
-    this.#c.dropped += n;
+    this.#counters.dropped += n;
     a.dropped += n;
     if (a.inflight === 0) this.#apps.delete(appKey);
     return n;
@@ -530,7 +525,7 @@ export class Outbox {
     const beforeAnyFork = !err && app !== null && answeredAt - sentAt > SWAP_MIN_MS && this.#deps.forkedSince?.(t.pmId) === false;
     if (app) app.inflight--;
     if (err) {
-      this.#c.sendErrors++;
+      this.#counters.sendErrors++;
       if (!t.broken) {
         t.broken = true;
         this.#deps.onSendError(t.pmId, err);
@@ -539,12 +534,12 @@ export class Outbox {
         // Back to the front, before anything not yet sent: never lost, never reordered.
         app.retry.push(packet);
         this.#bytes += packet.bytes ?? 0;
-        this.#c.held++;
+        this.#counters.held++;
       } else {
-        this.#c.dropped++;
+        this.#counters.dropped++;
       }
       if (t.inflight === 0) {
-        this.#c.dropped += t.relays.size;
+        this.#counters.dropped += t.relays.size;
         t.relays.clear();
       }
     } else if (app) {
@@ -553,13 +548,13 @@ export class Outbox {
         this.#requeueFront(app, [packet]);
         this.#deps.onReplay?.(t.pmId, 1);
       } else {
-        this.#c.out++;
+        this.#counters.out++;
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
         if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });
       }
     } else {
-      this.#c.relayed++;
+      this.#counters.relayed++;
     }
     if (app) this.pump(app);
     if (t.broken) return;
@@ -587,14 +582,11 @@ export class Outbox {
 
   /** Put packets (in their send order) before everything else the app waits to send. */
   #requeueFront(app: AppQueue, packets: OutPacket[]): void {
-    const rest: OutPacket[] = [];
-    for (let p = app.retry.shift(); p !== undefined; p = app.retry.shift()) rest.push(p);
-    for (const p of packets) {
-      app.retry.push(p);
-      this.#bytes += p.bytes ?? 0;
+    for (let i = packets.length - 1; i >= 0; i--) {
+      app.retry.unshift(packets[i]);
+      this.#bytes += packets[i].bytes ?? 0;
     }
-    for (const p of rest) app.retry.push(p);
-    this.#c.held += packets.length;
+    this.#counters.held += packets.length;
   }
 
   /** Memory past the bound and no spool: this app's oldest go first. */
@@ -605,12 +597,12 @@ export class Outbox {
       this.#bytes -= p.bytes ?? 0;
       n++;
     }
-    this.#c.held -= n;
+    this.#counters.held -= n;
     if (n > 0) this.#drop(app, n, 'memory');
   }
 
   #drop(app: AppQueue, n: number, why: 'memory' | 'spool'): void {
-    this.#c.dropped += n;
+    this.#counters.dropped += n;
     app.dropped += n;
     this.#deps.onOverflow(app, n, why);
   }

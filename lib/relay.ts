@@ -5,7 +5,7 @@
  */
 import type { Settings } from './config';
 import { electWriter, type Election } from './election';
-import { EXITED, newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
+import { EXITED, newCounters, Outbox, type Counters, type OutPacket } from './outbox';
 import type { Pm2Client } from './pm2-client';
 import { procLiveness, type Liveness } from './liveness';
 import { daemonChildren, type Newcomers } from './newcomers';
@@ -38,8 +38,6 @@ export interface RelayOptions {
   knownInstanceVars?: Record<string, string>;
   /** The daemon's PM2_PROCESS_INSTANCE_VAR, if set. */
   globalInstanceVar?: string;
-  /** How long an app may hold packets before the module says why (ms). @default 5000 */
-  heldWarnAfter?: number;
   /** Sub-millisecond epoch clock for send times (compared with PM2's pm_uptime). */
   preciseNow?: () => number;
   /** Whether a pid is still alive (not exited). @default procLiveness() */
@@ -67,6 +65,9 @@ export interface AppStatus {
 }
 
 
+/** How long an app may hold packets before the module says why (ms). */
+const HELD_WARN_AFTER_MS = 5000;
+
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
 
 const DROP_PHRASE: Record<DropReason, string> = {
@@ -90,7 +91,6 @@ export class Relay {
   readonly #now: () => number;
   readonly #timers: Timers;
   readonly #topics: ReadonlySet<string>;
-  readonly #heldWarnAfter: number;
   readonly #liveness: Liveness;
   readonly #newcomers: Newcomers;
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
@@ -103,7 +103,8 @@ export class Relay {
   #reconciling: Promise<void> | undefined;
   #started = false;
   #stopped = false;
-  readonly #early: [boolean, unknown][] = [];
+  /** Bus packets that came before the table was built, in order: handled once it is. */
+  readonly #beforeTable: { isMessage: boolean; packet: unknown }[] = [];
 
   constructor(opts: RelayOptions) {
     this.#client = opts.client;
@@ -112,7 +113,6 @@ export class Relay {
     this.#now = opts.now ?? Date.now;
     this.#timers = opts.timers ?? realTimers;
     this.#topics = logTopicSet(opts.settings);
-    this.#heldWarnAfter = opts.heldWarnAfter ?? 5000;
     this.#liveness = opts.liveness ?? procLiveness();
     this.#newcomers = opts.newcomers ?? daemonChildren();
     this.#spool = opts.spool;
@@ -168,13 +168,13 @@ export class Relay {
    * (older than anything new). `wrap`: a gate in front of the message handler (see handover.ts).
    */
   async start(opts: { spool?: Record<string, OutPacket[]>; wrap?: (handle: (p: unknown) => void) => (p: unknown) => void } = {}): Promise<void> {
-    const onMessage = (p: unknown): void => {
-      if (this.#started) this.handleMessage(p);
-      else this.#early.push([true, p]);
+    const onMessage = (packet: unknown): void => {
+      if (this.#started) this.handleMessage(packet);
+      else this.#beforeTable.push({ isMessage: true, packet });
     };
     await this.#client.subscribe({
       message: opts.wrap ? opts.wrap(onMessage) : onMessage,
-      event: (p) => (this.#started ? this.handleEvent(p) : this.#early.push([false, p])),
+      event: (packet) => (this.#started ? this.handleEvent(packet) : this.#beforeTable.push({ isMessage: false, packet })),
     });
     const envs = await this.#client.list();
     this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
@@ -184,9 +184,9 @@ export class Relay {
       (key, n) => this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${n} log packets it had spooled`),
     );
     this.#started = true;
-    for (const [isMsg, p] of this.#early.splice(0)) {
-      if (isMsg) this.handleMessage(p);
-      else this.handleEvent(p);
+    for (const { isMessage, packet } of this.#beforeTable.splice(0)) {
+      if (isMessage) this.handleMessage(packet);
+      else this.handleEvent(packet);
     }
     for (const app of this.registry.apps()) this.#electAndPump(app.key);
   }
@@ -278,7 +278,7 @@ export class Relay {
     const now = this.#now();
     this.#spool?.flush();
     for (const a of this.outbox.apps()) {
-      if (a.heldSince !== 0 && now - a.heldSince >= this.#heldWarnAfter && this.outbox.held(a.key) > 0) {
+      if (a.heldSince !== 0 && now - a.heldSince >= HELD_WARN_AFTER_MS && this.outbox.held(a.key) > 0) {
         this.#reporter.diagnose(a.key, 'held', `${this.outbox.held(a.key)} log packets have waited ${Math.round((now - a.heldSince) / 1000)} s for a writer. ${this.#whyNoWriter(a.key)}`);
       }
     }
@@ -333,7 +333,7 @@ export class Relay {
         in_flight: q ? q.inflight : 0,
         forwarded: q ? q.forwarded : 0,
         dropped: q ? q.dropped : 0,
-        last_problem: this.#reporter.lastProblem(key)?.text ?? null,
+        last_problem: this.#reporter.lastProblem(key) ?? null,
       });
     }
     rows.sort((a, b) => (a.namespace + a.name < b.namespace + b.name ? -1 : 1));
@@ -484,5 +484,3 @@ export class Relay {
     if (p) this.#electAndPump(p.appKey);
   }
 }
-
-export type { AppQueue };

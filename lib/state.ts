@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Settings } from './config';
 import type { OutPacket } from './outbox';
-import { FORMAT, readVersioned } from './versioned';
+import { FORMAT, readVersioned, writeJsonAtomic } from './versioned';
 
 export interface SavedState {
   settings?: Partial<Settings>;
@@ -65,11 +65,9 @@ export class StateFile {
     return fs.existsSync(this.file);
   }
 
-  /** Write atomically (temp file + rename) so a kill mid-write leaves the old state. */
+  /** Write atomically, so a kill mid-write leaves the old state. */
   save(state: SavedState): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify({ format: FORMAT, ...state }));
-    fs.renameSync(tmp, this.file);
+    writeJsonAtomic(this.file, { format: FORMAT, ...state });
   }
 }
