@@ -10,6 +10,7 @@ import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/
 import { files, findBridge, markerPacket, readBridge, StartGate, StopGate } from './lib/handover';
 import type { OutPacket } from './lib/outbox';
 import { createPm2Client } from './lib/pm2-client';
+import { listFailed } from './lib/messages';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
     relay.tick();
     if (seconds % settings.report_interval === 0) reporter.flush();
     if ((seconds * 1000) % RECONCILE_EVERY_MS === 0) {
-      relay.reconcile().catch((err: Error) => warn(`could not re-read the process list: ${err.message}`));
+      relay.reconcile().catch((err: Error) => warn(listFailed(err)));
     }
   }, 1000);
 

@@ -9,10 +9,12 @@ import { EXITED, newCounters, Outbox, type Counters, type OutPacket } from './ou
 import type { Pm2Client } from './pm2-client';
 import { procLiveness, type Liveness } from './liveness';
 import { daemonChildren, type Newcomers } from './newcomers';
-import { formatAppKey, Registry, type Pm2Env, type TableChange } from './registry';
+import * as say from './messages';
+import { Registry, splitAppKey, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
 import type { Spool } from './spool';
+import { byApp, statusRow, type AppStatus } from './status';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -48,38 +50,10 @@ export interface RelayOptions {
   spool?: Spool;
 }
 
-export interface AppStatus {
-  namespace: string;
-  name: string;
-  instances: number;
-  online: number;
-  instance_var: string;
-  writer_pm_id: number | null;
-  writer_instance: number | null;
-  writer_ready: boolean;
-  held: number;
-  in_flight: number;
-  forwarded: number;
-  dropped: number;
-  last_problem: string | null;
-}
-
-
 /** How long an app may hold packets before the module says why (ms). */
 const HELD_WARN_AFTER_MS = 5000;
 
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
-
-const DROP_PHRASE: Record<DropReason, string> = {
-  malformed: 'malformed packets skipped (not an object with topic and data)',
-  'no-topic': 'malformed packets skipped (no topic)',
-  'no-data': 'malformed packets skipped (no data)',
-  'from-module': 'packets from PM2 modules ignored',
-  'unknown-sender': 'packets from unknown processes skipped',
-  'writer-sends': 'log packets sent by a writer itself skipped',
-  'broadcast-off': 'non-log packets not relayed (broadcast=off)',
-  'no-peers': 'non-log packets with no peer to relay to',
-};
 
 export class Relay {
   readonly counters: Counters = newCounters();
@@ -127,19 +101,13 @@ export class Relay {
       writerOf: (key) => this.#writer.get(key),
       onSendError: (pmId, err) => this.#onSendError(pmId, err),
       onOverflow: (app, n, why) => {
-        const bound = why === 'spool' ? `buffer_mb=${this.#settings.buffer_mb} and spool_mb=${this.#settings.spool_mb} full, the newest dropped` : `buffer_mb=${this.#settings.buffer_mb} full, the oldest dropped${this.#spool?.failure ? ` (no spool: ${this.#spool.failure})` : ''}`;
-        this.#reporter.count(`log packets dropped: hold buffer full (${bound}) for ${formatAppKey(app.key)}`, n);
-        this.#reporter.diagnose(app.key, 'buffer-full', () => `more log packets waited than the hold buffer takes (${bound}). ${this.#whyNoWriter(app.key)}`);
+        const bound = say.overflowBound(why, this.#settings, this.#spool?.failure);
+        this.#reporter.count(say.droppedBufferFull(app.key, bound), n);
+        this.#reporter.diagnose(app.key, 'buffer-full', () => say.bufferFull(bound, this.#whyNoWriter(app.key)));
       },
-      onSpool: (app) => {
-        this.#reporter.info(`app=${formatAppKey(app.key)} held log packets pass buffer_mb=${this.#settings.buffer_mb}: the newer ones go to the spool on disk (${this.#spool?.dir}, up to spool_mb=${this.#settings.spool_mb})`);
-      },
-      onFlush: (app, n, writer) => {
-        this.#reporter.info(`app=${formatAppKey(app.key)} delivering ${n} held log packets to writer pm_id=${writer}`);
-      },
-      onReplay: (pmId, n) => {
-        this.#reporter.count(`log packets sent again: PM2 had handed them to a restarted process (pm_id ${pmId}) before it listened`, n);
-      },
+      onSpool: (app) => this.#reporter.info(say.spooling(app.key, this.#settings, this.#spool?.dir)),
+      onFlush: (app, n, writer) => this.#reporter.info(say.deliveringHeld(app.key, n, writer)),
+      onReplay: (pmId, n) => this.#reporter.count(say.sentAgain(pmId), n),
       generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
       vacated: (pmId) => {
         const p = this.registry.process(pmId);
@@ -181,7 +149,7 @@ export class Relay {
     if (opts.spool) this.#restore(opts.spool);
     this.outbox.adoptSpool(
       (key) => this.registry.app(key) !== undefined,
-      (key, n) => this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${n} log packets it had spooled`),
+      (key, n) => this.#reporter.warn(say.goneSpooled(key, n)),
     );
     this.#started = true;
     for (const { isMessage, packet } of this.#beforeTable.splice(0)) {
@@ -201,7 +169,7 @@ export class Relay {
           const sender = r.sender;
           if (!sender) this.scheduleReconcile(200);
           else if (!sender.clusterMode) {
-            this.#reporter.diagnose(r.appKey, 'fork-mode', () => `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);
+            this.#reporter.diagnose(r.appKey, 'fork-mode', () => say.forkModeSender(sender.pmId));
           }
         }
         this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
@@ -220,20 +188,11 @@ export class Relay {
       case 'drop': {
         if (MALFORMED.has(r.reason)) this.counters.malformed++;
         else this.counters.dropped++;
-        this.#reporter.count(DROP_PHRASE[r.reason]);
+        this.#reporter.count(say.DROP_PHRASE[r.reason]);
         if (r.reason === 'unknown-sender') this.scheduleReconcile(200);
         if (r.reason === 'writer-sends' && r.appKey) {
-          const app = this.registry.app(r.appKey);
-          const writerVar = app?.instanceVar ?? 'NODE_APP_INSTANCE';
-          this.#reporter.diagnose(
-            r.appKey,
-            'writer-sends',
-            () =>
-              `its writer (the process with ${writerVar}=${this.#settings.writer_instance}) sends log packets instead of writing them, so nobody writes this app's files. ` +
-              `Fix: in log4js.configure use pm2: true` +
-              (writerVar !== 'NODE_APP_INSTANCE' ? ` and pm2InstanceVar: '${writerVar}' (the app's instance_var).` : ` (and no pm2InstanceVar, or pm2InstanceVar equal to the app's instance_var).`) +
-              ` With pm2-scoped-intercom/client (winston, pino): pass instanceVar: '${writerVar}' and writerInstance: ${this.#settings.writer_instance}.`,
-          );
+          const instanceVar = this.registry.app(r.appKey)?.instanceVar;
+          this.#reporter.diagnose(r.appKey, 'writer-sends', () => say.writerSends(instanceVar, this.#settings.writer_instance));
         }
         return;
       }
@@ -254,7 +213,7 @@ export class Relay {
     if (this.#reconcileTimer !== undefined || this.#stopped) return;
     this.#reconcileTimer = this.#timers.setTimeout(() => {
       this.#reconcileTimer = undefined;
-      void this.reconcile().catch((err: Error) => this.#reporter.warn(`could not re-read the process list: ${err.message}`));
+      void this.reconcile().catch((err: Error) => this.#reporter.warn(say.listFailed(err)));
     }, ms);
   }
 
@@ -279,7 +238,7 @@ export class Relay {
     this.#spool?.flush();
     for (const a of this.outbox.apps()) {
       if (a.heldSince !== 0 && now - a.heldSince >= HELD_WARN_AFTER_MS && this.outbox.held(a.key) > 0) {
-        this.#reporter.diagnose(a.key, 'held', `${this.outbox.held(a.key)} log packets have waited ${Math.round((now - a.heldSince) / 1000)} s for a writer. ${this.#whyNoWriter(a.key)}`);
+        this.#reporter.diagnose(a.key, 'held', say.heldTooLong(this.outbox.held(a.key), now - a.heldSince, this.#whyNoWriter(a.key)));
       }
     }
   }
@@ -288,7 +247,7 @@ export class Relay {
   dropHeld(appName: string): number | undefined {
     let n: number | undefined;
     for (const a of [...this.outbox.apps()]) {
-      if (a.key === appName || a.key.endsWith(`\u0000${appName}`)) n = (n ?? 0) + this.outbox.dropApp(a.key);
+      if (a.key === appName || splitAppKey(a.key).name === appName) n = (n ?? 0) + this.outbox.dropApp(a.key);
     }
     return n;
   }
@@ -318,26 +277,10 @@ export class Relay {
       if (procs.length > 0 && procs.every((p) => p.isModule)) continue;
       const q = this.outbox.app(key);
       const e = electWriter(procs, this.#settings.writer_instance, this.#now());
-      const w = e.writer ?? e.claimants[0];
-      const i = key.indexOf('\u0000');
-      rows.push({
-        namespace: key.slice(0, i),
-        name: key.slice(i + 1),
-        instances: procs.length,
-        online: procs.filter((p) => p.status === 'online').length,
-        instance_var: app?.instanceVar ?? 'NODE_APP_INSTANCE',
-        writer_pm_id: w ? w.pmId : null,
-        writer_instance: w?.instance ?? null,
-        writer_ready: e.writer !== undefined,
-        held: this.outbox.held(key),
-        in_flight: q ? q.inflight : 0,
-        forwarded: q ? q.forwarded : 0,
-        dropped: q ? q.dropped : 0,
-        last_problem: this.#reporter.lastProblem(key) ?? null,
-      });
+      const delivery = { held: this.outbox.held(key), inflight: q ? q.inflight : 0, forwarded: q ? q.forwarded : 0, dropped: q ? q.dropped : 0 };
+      rows.push(statusRow(key, app, procs, e, delivery, this.#reporter.lastProblem(key)));
     }
-    rows.sort((a, b) => (a.namespace + a.name < b.namespace + b.name ? -1 : 1));
-    return rows;
+    return rows.sort(byApp);
   }
 
   appsWithoutWriter(): number {
@@ -369,14 +312,14 @@ export class Relay {
       if (!Array.isArray(packets)) continue;
       if (!this.registry.app(key)) {
         this.counters.dropped += packets.length;
-        this.#reporter.warn(`app=${formatAppKey(key)} is gone: dropped ${packets.length} log packets held at the last shutdown`);
+        this.#reporter.warn(say.goneHeldAtShutdown(key, packets.length));
         continue;
       }
       const good = packets.filter((p) => p && typeof p.topic === 'string' && p.data !== undefined);
       this.outbox.restore(key, good);
       n += good.length;
     }
-    if (n > 0) this.#reporter.info(`restored ${n} log packets held at the last shutdown`);
+    if (n > 0) this.#reporter.info(say.restoredHeld(n));
   }
 
   #applyChanges(changes: TableChange[]): void {
@@ -385,7 +328,7 @@ export class Relay {
     for (const ch of changes) {
       if (ch.kind === 'app-removed') {
         const n = this.outbox.dropApp(ch.app.key);
-        if (n > 0) this.#reporter.warn(`app=${formatAppKey(ch.app.key)} was deleted: dropped ${n} log packets it held`);
+        if (n > 0) this.#reporter.warn(say.appDeleted(ch.app.key, n));
         this.#writer.delete(ch.app.key);
         const t = this.#readyTimers.get(ch.app.key);
         if (t !== undefined) this.#timers.clearTimeout(t);
@@ -418,15 +361,15 @@ export class Relay {
     const e = this.#elect(key);
     if (!e) return;
     const before = this.#writer.get(key);
-    const now = e.writer?.pmId;
+    const writer = e.writer?.pmId;
     const had = this.#writer.has(key);
-    this.#writer.set(key, now);
+    this.#writer.set(key, writer);
     const t = this.#readyTimers.get(key);
     if (t !== undefined) {
       this.#timers.clearTimeout(t);
       this.#readyTimers.delete(key);
     }
-    if (e.readyAt !== undefined && now === undefined) {
+    if (e.readyAt !== undefined && writer === undefined) {
       this.#readyTimers.set(
         key,
         this.#timers.setTimeout(() => {
@@ -436,51 +379,38 @@ export class Relay {
       );
     }
     const uses = this.outbox.app(key) !== undefined;
-    if (before !== now && (had || now !== undefined)) {
-      const name = formatAppKey(key);
-      if (now !== undefined) this.#reporter.info(`app=${name} writer is pm_id=${now} (instance ${e.writer?.instance})`);
-      else if (uses) this.#reporter.info(`app=${name} has no ready writer: holding its log packets (up to buffer_mb=${this.#settings.buffer_mb} in memory, then spool_mb=${this.#settings.spool_mb} on disk)`);
+    if (before !== writer && (had || writer !== undefined)) {
+      if (e.writer !== undefined) this.#reporter.info(say.writerIs(key, e.writer));
+      else if (uses) this.#reporter.info(say.holdingNoWriter(key, this.#settings));
     }
     if (e.claimants.length > 1 && uses) {
-      this.#reporter.diagnose(key, 'duplicate-writer', () => `${e.claimants.length} online processes claim instance ${this.#settings.writer_instance} (pm_ids ${e.claimants.map((p) => p.pmId).join(', ')}); only pm_id ${e.claimants[0].pmId} receives log packets, the others write their own lines too. Fix: give each instance its own number (do not set the app's instance_var to a variable that your env fixes), then pm2 reload the app.`);
+      this.#reporter.diagnose(key, 'duplicate-writer', () => say.duplicateWriter(e.claimants, this.#settings.writer_instance));
     }
     this.outbox.pump(key);
   }
 
   #whyNoWriter(key: string): string {
     const app = this.registry.app(key);
-    if (!app) return 'No process of this app is known to PM2 (deleted?).';
-    const procs = this.registry.processesOf(app).filter((p) => !p.isModule);
-    const e = this.#elect(key);
-    if (e?.writer) return `Its writer is pm_id ${e.writer.pmId}.`;
-    if (e && e.claimants.length > 0) return `Its writer pm_id ${e.claimants[0].pmId} is online but not ready yet.`;
-    const numbers = procs.filter((p) => p.status === 'online').map((p) => p.instance);
-    const wanted = this.#settings.writer_instance;
-    if (numbers.length === 0) return `No process of the app is online: start it (pm2 start ${app.name}).`;
-    return (
-      `No online process has ${app.instanceVar}=${wanted} (online instances are numbered ${numbers.map((n) => (n === undefined ? '?' : n)).join(', ')}). ` +
-      `PM2 numbers instances per app name across namespaces, so an app name reused in a second namespace gets no instance ${wanted}. ` +
-      `Fix: give the app a name of its own in each namespace, or pm2 set pm2-scoped-intercom:writer_instance <n> if your log4js writer is another number.`
-    );
+    return say.whyNoWriter(app, app ? this.registry.processesOf(app) : [], this.#elect(key), this.#settings.writer_instance);
   }
 
   /** Found before a send: the process behind pm_id exited or was replaced. Held until it is back. */
   #onVacated(pmId: number, why: string): void {
     // A replacement says `online` soon, and the list tells its pid meanwhile; an exit is read
     // after PM2 has handled it.
-    this.#outOfService(pmId, `sends stopped before they went out: pm_id ${pmId} ${why}; packets kept`, why.startsWith(EXITED) ? 1000 : 200);
+    this.#outOfService(pmId, say.sendsStopped(pmId, why), why.startsWith(EXITED) ? 1000 : 200);
   }
 
   #onSendError(pmId: number, err: Error): void {
     const msg = err && err.message ? err.message : String(err);
-    this.#outOfService(pmId, `sends refused by PM2 (${/offline/.test(msg) ? 'target offline' : msg.slice(0, 80)}), packets kept`, /unknown/.test(msg) ? 0 : 1000);
+    this.#outOfService(pmId, say.sendsRefused(msg), /unknown/.test(msg) ? 0 : 1000);
   }
 
   /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
   #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
-    const p = this.registry.markUnreachable(pmId);
+    const proc = this.registry.markUnreachable(pmId);
     this.#reporter.count(countLine);
     this.scheduleReconcile(reconcileInMs);
-    if (p) this.#electAndPump(p.appKey);
+    if (proc) this.#electAndPump(proc.appKey);
   }
 }
