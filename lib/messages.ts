@@ -7,6 +7,7 @@ import type { Settings } from './config';
 import type { Election } from './election';
 import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from './registry';
 import type { DropReason } from './router';
+import type { Vacancy } from './writers';
 
 /** The hold buffer's bounds, as the operator set them. */
 export type Bounds = Pick<Settings, 'buffer_mb' | 'spool_mb'>;
@@ -75,6 +76,11 @@ export function writerSends(instanceVar: string | undefined, writerInstance: num
 }
 
 // --- sends ---
+
+/** What a target found before a send was (part of `sendsStopped`). */
+export function vacancy(v: Vacancy): string {
+  return v.kind === 'exited' ? `exited (pid ${v.pid})` : `is a new process (pid ${v.newPid}, was ${v.pid}): a reload`;
+}
 
 /** Count phrase: a target found exited or replaced before a send (`why` says which). */
 export function sendsStopped(pmId: number, why: string): string {

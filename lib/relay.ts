@@ -1,34 +1,24 @@
 /**
- * The relay: bus packets in, routed sends out. Wires the registry (who is where), the router
- * (where a packet goes), the outbox (ordered, bounded delivery) and the reporter (what the
- * operator reads). Talks to PM2 only through the `Pm2Client` interface.
+ * The relay: bus packets in, routed sends out. The pipeline: a bus packet is routed (router.ts)
+ * against the table (registry.ts) and queued in the outbox (outbox.ts), which sends it to the
+ * app's writer once the writer table (writers.ts) has one ready. Table changes (events, a fresh
+ * `pm2 list`) go to the outbox (targets gone or back) and the writer table (elect again, send what
+ * waits). Talks to PM2 only through the `Pm2Client` interface; what it says is worded in messages.ts.
  */
+import { realTimers, type Timers } from './clock';
 import type { Settings } from './config';
-import { electWriter, type Election } from './election';
-import { EXITED, newCounters, Outbox, type Counters, type OutPacket } from './outbox';
-import type { Pm2Client } from './pm2-client';
+import { electWriter } from './election';
 import { procLiveness, type Liveness } from './liveness';
-import { daemonChildren, type Newcomers } from './newcomers';
 import * as say from './messages';
+import { daemonChildren, type Newcomers } from './newcomers';
+import { newCounters, Outbox, type Counters, type OutPacket } from './outbox';
+import type { Pm2Client } from './pm2-client';
 import { Registry, splitAppKey, type Pm2Env, type TableChange } from './registry';
 import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
 import type { Spool } from './spool';
 import { byApp, statusRow, type AppStatus } from './status';
-
-export interface Timers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref?.();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+import { Writers } from './writers';
 
 export interface RelayOptions {
   client: Pm2Client;
@@ -58,6 +48,7 @@ const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no
 export class Relay {
   readonly counters: Counters = newCounters();
   readonly registry: Registry;
+  readonly writers: Writers;
   readonly outbox: Outbox;
   readonly #client: Pm2Client;
   readonly #settings: Settings;
@@ -65,11 +56,6 @@ export class Relay {
   readonly #now: () => number;
   readonly #timers: Timers;
   readonly #topics: ReadonlySet<string>;
-  readonly #liveness: Liveness;
-  readonly #newcomers: Newcomers;
-  /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
-  readonly #writer = new Map<string, number | undefined>();
-  readonly #readyTimers = new Map<string, unknown>();
   /** The configured log topics, so a held packet shares one topic string. */
   readonly #topicOf = new Map<string, string>();
   readonly #spool: Spool | undefined;
@@ -87,8 +73,6 @@ export class Relay {
     this.#now = opts.now ?? Date.now;
     this.#timers = opts.timers ?? realTimers;
     this.#topics = logTopicSet(opts.settings);
-    this.#liveness = opts.liveness ?? procLiveness();
-    this.#newcomers = opts.newcomers ?? daemonChildren();
     this.#spool = opts.spool;
     for (const t of this.#topics) this.#topicOf.set(t, t);
     this.registry = new Registry({
@@ -96,30 +80,28 @@ export class Relay {
       globalInstanceVar: opts.globalInstanceVar,
       knownInstanceVars: opts.knownInstanceVars,
     });
+    this.writers = new Writers({
+      registry: this.registry,
+      settings: opts.settings,
+      reporter: opts.reporter,
+      timers: this.#timers,
+      now: this.#now,
+      liveness: opts.liveness ?? procLiveness(),
+      newcomers: opts.newcomers ?? daemonChildren(),
+      reconcileSoon: (ms) => this.scheduleReconcile(ms),
+    });
     this.outbox = new Outbox({
       send: opts.client.send,
-      writerOf: (key) => this.#writer.get(key),
-      onSendError: (pmId, err) => this.#onSendError(pmId, err),
-      onOverflow: (app, n, why) => {
-        const bound = say.overflowBound(why, this.#settings, this.#spool?.failure);
-        this.#reporter.count(say.droppedBufferFull(app.key, bound), n);
-        this.#reporter.diagnose(app.key, 'buffer-full', () => say.bufferFull(bound, this.#whyNoWriter(app.key)));
-      },
-      onSpool: (app) => this.#reporter.info(say.spooling(app.key, this.#settings, this.#spool?.dir)),
-      onFlush: (app, n, writer) => this.#reporter.info(say.deliveringHeld(app.key, n, writer)),
-      onReplay: (pmId, n) => this.#reporter.count(say.sentAgain(pmId), n),
-      generationOf: (pmId) => this.registry.process(pmId)?.startedAt ?? 0,
-      vacated: (pmId) => {
-        const p = this.registry.process(pmId);
-        if (p === undefined) return undefined;
-        if (!this.#liveness.isAlive(p.pid)) return `${EXITED} (pid ${p.pid})`;
-        const other = this.#newcomers.after(pmId, p.pid);
-        return other === undefined ? undefined : `is a new process (pid ${other}, was ${p.pid}): a reload`;
-      },
-      onVacated: (pmId, why) => this.#onVacated(pmId, why),
-      forkedSince: (pmId) => {
-        const p = this.registry.process(pmId);
-        return p === undefined ? undefined : this.#newcomers.forked(pmId, p.pid);
+      writers: this.writers,
+      events: {
+        overflow: (appKey, n, why) => {
+          const bound = say.overflowBound(why, this.#settings, this.#spool?.failure);
+          this.#reporter.count(say.droppedBufferFull(appKey, bound), n);
+          this.#reporter.diagnose(appKey, 'buffer-full', () => say.bufferFull(bound, this.writers.whyNoWriter(appKey)));
+        },
+        spooling: (appKey) => this.#reporter.info(say.spooling(appKey, this.#settings, this.#spool?.dir)),
+        flushing: (appKey, n, writer) => this.#reporter.info(say.deliveringHeld(appKey, n, writer)),
+        replayed: (pmId, n) => this.#reporter.count(say.sentAgain(pmId), n),
       },
       now: this.#now,
       preciseNow: opts.preciseNow,
@@ -128,6 +110,7 @@ export class Relay {
       spool: opts.spool,
       maxInflight: opts.settings.max_inflight,
     });
+    this.writers.deliverTo(this.outbox);
   }
 
   /**
@@ -156,7 +139,7 @@ export class Relay {
       if (isMessage) this.handleMessage(packet);
       else this.handleEvent(packet);
     }
-    for (const app of this.registry.apps()) this.#electAndPump(app.key);
+    for (const app of this.registry.apps()) this.writers.update(app.key);
   }
 
   handleMessage(packet: unknown): void {
@@ -181,8 +164,8 @@ export class Relay {
         return;
       }
       case 'ready': {
-        const p = this.registry.markReady(r.pmId, this.#now());
-        if (p) this.#electAndPump(p.appKey);
+        const proc = this.registry.markReady(r.pmId, this.#now());
+        if (proc) this.writers.update(proc.appKey);
         return;
       }
       case 'drop': {
@@ -236,9 +219,10 @@ export class Relay {
   tick(): void {
     const now = this.#now();
     this.#spool?.flush();
-    for (const a of this.outbox.apps()) {
-      if (a.heldSince !== 0 && now - a.heldSince >= HELD_WARN_AFTER_MS && this.outbox.held(a.key) > 0) {
-        this.#reporter.diagnose(a.key, 'held', say.heldTooLong(this.outbox.held(a.key), now - a.heldSince, this.#whyNoWriter(a.key)));
+    for (const key of this.outbox.appKeys()) {
+      const { heldSince, held } = this.outbox.stats(key)!;
+      if (heldSince !== 0 && now - heldSince >= HELD_WARN_AFTER_MS && held > 0) {
+        this.#reporter.diagnose(key, 'held', say.heldTooLong(held, now - heldSince, this.writers.whyNoWriter(key)));
       }
     }
   }
@@ -246,8 +230,8 @@ export class Relay {
   /** Drop one app's held packets (operator action). Returns how many, or undefined if unknown. */
   dropHeld(appName: string): number | undefined {
     let n: number | undefined;
-    for (const a of [...this.outbox.apps()]) {
-      if (a.key === appName || splitAppKey(a.key).name === appName) n = (n ?? 0) + this.outbox.dropApp(a.key);
+    for (const key of [...this.outbox.appKeys()]) {
+      if (key === appName || splitAppKey(key).name === appName) n = (n ?? 0) + this.outbox.dropApp(key);
     }
     return n;
   }
@@ -256,7 +240,7 @@ export class Relay {
   async drain(timeoutMs: number): Promise<boolean> {
     const deadline = this.#now() + timeoutMs;
     for (;;) {
-      if (this.#idle()) return true;
+      if (this.outbox.idle()) return true;
       if (this.#now() >= deadline) return false;
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -270,14 +254,13 @@ export class Relay {
 
   status(): AppStatus[] {
     const rows: AppStatus[] = [];
-    const keys = new Set<string>([...[...this.registry.apps()].map((a) => a.key), ...[...this.outbox.apps()].map((a) => a.key)]);
+    const keys = new Set<string>([...[...this.registry.apps()].map((a) => a.key), ...this.outbox.appKeys()]);
     for (const key of keys) {
       const app = this.registry.app(key);
       const procs = app ? this.registry.processesOf(app) : [];
       if (procs.length > 0 && procs.every((p) => p.isModule)) continue;
-      const q = this.outbox.app(key);
       const e = electWriter(procs, this.#settings.writer_instance, this.#now());
-      const delivery = { held: this.outbox.held(key), inflight: q ? q.inflight : 0, forwarded: q ? q.forwarded : 0, dropped: q ? q.dropped : 0 };
+      const delivery = this.outbox.stats(key) ?? { held: this.outbox.held(key), inflight: 0, forwarded: 0, dropped: 0 };
       rows.push(statusRow(key, app, procs, e, delivery, this.#reporter.lastProblem(key)));
     }
     return rows.sort(byApp);
@@ -286,7 +269,7 @@ export class Relay {
   appsWithoutWriter(): number {
     let n = 0;
     for (const a of this.registry.apps()) {
-      if (this.#writer.get(a.key) === undefined && this.registry.processesOf(a).some((p) => !p.isModule)) n++;
+      if (this.writers.writerOf(a.key) === undefined && this.registry.processesOf(a).some((p) => !p.isModule)) n++;
     }
     return n;
   }
@@ -294,16 +277,7 @@ export class Relay {
   stop(): void {
     this.#stopped = true;
     if (this.#reconcileTimer !== undefined) this.#timers.clearTimeout(this.#reconcileTimer);
-    for (const t of this.#readyTimers.values()) this.#timers.clearTimeout(t);
-    this.#readyTimers.clear();
-  }
-
-  #idle(): boolean {
-    if (this.outbox.inflight > 0) return false;
-    for (const a of this.outbox.apps()) {
-      if (this.outbox.held(a.key) > 0 && this.#writer.get(a.key) !== undefined) return false;
-    }
-    return true;
+    this.writers.stop();
   }
 
   #restore(held: Record<string, OutPacket[]>): void {
@@ -329,10 +303,7 @@ export class Relay {
       if (ch.kind === 'app-removed') {
         const n = this.outbox.dropApp(ch.app.key);
         if (n > 0) this.#reporter.warn(say.appDeleted(ch.app.key, n));
-        this.#writer.delete(ch.app.key);
-        const t = this.#readyTimers.get(ch.app.key);
-        if (t !== undefined) this.#timers.clearTimeout(t);
-        this.#readyTimers.delete(ch.app.key);
+        this.writers.forget(ch.app.key);
         this.#reporter.forget(ch.app.key);
         touched.delete(ch.app.key);
         continue;
@@ -343,74 +314,10 @@ export class Relay {
         if (ch.proc.pid === 0) this.scheduleReconcile(100);
       } else {
         this.outbox.retire(ch.proc.pmId, ch.proc.startedAt);
-        if (ch.kind === 'removed') this.#liveness.forget(ch.proc.pid);
+        if (ch.kind === 'removed') this.writers.removed(ch.proc);
       }
       if (this.registry.app(ch.proc.appKey)) touched.add(ch.proc.appKey);
     }
-    for (const key of touched) this.#electAndPump(key);
-  }
-
-  #elect(key: string): Election | undefined {
-    const app = this.registry.app(key);
-    if (!app) return undefined;
-    return electWriter(this.registry.processesOf(app), this.#settings.writer_instance, this.#now());
-  }
-
-  /** Recompute an app's writer, say so if it changed, and send what waits. */
-  #electAndPump(key: string): void {
-    const e = this.#elect(key);
-    if (!e) return;
-    const before = this.#writer.get(key);
-    const writer = e.writer?.pmId;
-    const had = this.#writer.has(key);
-    this.#writer.set(key, writer);
-    const t = this.#readyTimers.get(key);
-    if (t !== undefined) {
-      this.#timers.clearTimeout(t);
-      this.#readyTimers.delete(key);
-    }
-    if (e.readyAt !== undefined && writer === undefined) {
-      this.#readyTimers.set(
-        key,
-        this.#timers.setTimeout(() => {
-          this.#readyTimers.delete(key);
-          this.#electAndPump(key);
-        }, Math.max(0, e.readyAt - this.#now())),
-      );
-    }
-    const uses = this.outbox.app(key) !== undefined;
-    if (before !== writer && (had || writer !== undefined)) {
-      if (e.writer !== undefined) this.#reporter.info(say.writerIs(key, e.writer));
-      else if (uses) this.#reporter.info(say.holdingNoWriter(key, this.#settings));
-    }
-    if (e.claimants.length > 1 && uses) {
-      this.#reporter.diagnose(key, 'duplicate-writer', () => say.duplicateWriter(e.claimants, this.#settings.writer_instance));
-    }
-    this.outbox.pump(key);
-  }
-
-  #whyNoWriter(key: string): string {
-    const app = this.registry.app(key);
-    return say.whyNoWriter(app, app ? this.registry.processesOf(app) : [], this.#elect(key), this.#settings.writer_instance);
-  }
-
-  /** Found before a send: the process behind pm_id exited or was replaced. Held until it is back. */
-  #onVacated(pmId: number, why: string): void {
-    // A replacement says `online` soon, and the list tells its pid meanwhile; an exit is read
-    // after PM2 has handled it.
-    this.#outOfService(pmId, say.sendsStopped(pmId, why), why.startsWith(EXITED) ? 1000 : 200);
-  }
-
-  #onSendError(pmId: number, err: Error): void {
-    const msg = err && err.message ? err.message : String(err);
-    this.#outOfService(pmId, say.sendsRefused(msg), /unknown/.test(msg) ? 0 : 1000);
-  }
-
-  /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
-  #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
-    const proc = this.registry.markUnreachable(pmId);
-    this.#reporter.count(countLine);
-    this.scheduleReconcile(reconcileInMs);
-    if (proc) this.#electAndPump(proc.appKey);
+    for (const key of touched) this.writers.update(key);
   }
 }
