@@ -145,3 +145,17 @@ export function restoredHeld(count: number): string {
 export function listFailed(err: Error): string {
   return `could not re-read the process list: ${err.message}`;
 }
+
+// --- at start ---
+
+/** Which /proc checks run: `dying` (liveness.ts) and `forks` (newcomers.ts). */
+export function safetyChecks(dying: boolean, forks: boolean): string {
+  return (
+    `safety checks: dying writers ${dying ? 'on (/proc/<pid>/stat)' : 'OFF (no /proc): a kill -9 of a busy writer can put two sends into its closed channel'}; ` +
+    `reload forks ${forks ? 'on (/proc/<daemon>/task/<daemon>/children)' : 'OFF (no /proc children): a reload can hand a new writer packets before the module knows'}`
+  );
+}
+
+export function spoolAtStart(spool: { failure?: string; dir: string; count: number }): string {
+  return `spool: ${spool.failure ?? `${spool.dir}${spool.count > 0 ? `, ${spool.count} log packets from the last run` : ''}`}`;
+}

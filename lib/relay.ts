@@ -7,7 +7,6 @@
  */
 import { realTimers, type Timers } from './clock';
 import type { Settings } from './config';
-import { electWriter } from './election';
 import { procLiveness, type Liveness } from './liveness';
 import * as say from './messages';
 import { daemonChildren, type Newcomers } from './newcomers';
@@ -259,7 +258,7 @@ export class Relay {
       const app = this.registry.app(key);
       const procs = app ? this.registry.processesOf(app) : [];
       if (procs.length > 0 && procs.every((p) => p.isModule)) continue;
-      const e = electWriter(procs, this.#settings.writer_instance, this.#now());
+      const e = this.writers.elect(key) ?? { claimants: [] };
       const delivery = this.outbox.stats(key) ?? { held: this.outbox.held(key), inflight: 0, forwarded: 0, dropped: 0 };
       rows.push(statusRow(key, app, procs, e, delivery, this.#reporter.lastProblem(key)));
     }

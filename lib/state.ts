@@ -71,3 +71,34 @@ export class StateFile {
     writeJsonAtomic(this.file, { format: FORMAT, ...state });
   }
 }
+
+export interface OpenedState {
+  /** The state folder (`stateDir`). */
+  dir: string;
+  /** 0.1.0's folder (`legacyStateDir`). */
+  legacy: string | undefined;
+  file: StateFile;
+  /** What the last run saved: from this version's file, or 0.1.0's when that is all there is. */
+  saved: SavedState;
+  /** After this run's file is written: 0.1.0's is read once, then removed. */
+  retireLegacy(): void;
+}
+
+/** This run's state file and what the last run left (`say` hears what could not be read). */
+export function openState(name: string, say: (line: string) => void): OpenedState {
+  const dir = stateDir(name);
+  // 0.1.0 kept its files in the module's folder: read what it left there, once.
+  const legacy = legacyStateDir(name);
+  const file = new StateFile(dir);
+  const legacyFile = legacy && !file.exists() ? new StateFile(legacy) : undefined;
+  const saved = legacyFile?.exists() ? legacyFile.load(say) : file.load(say);
+  return {
+    dir,
+    legacy,
+    file,
+    saved,
+    retireLegacy: () => {
+      if (legacyFile?.exists()) fs.unlinkSync(legacyFile.file);
+    },
+  };
+}

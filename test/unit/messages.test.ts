@@ -103,3 +103,13 @@ describe('status rows', () => {
     expect(lines[2]).toMatch(/0#0 \(not ready\)\s+0\s+0\s+0\s+0\s+held: 5 log packets$/);
   });
 });
+
+describe('start-up lines', () => {
+  it('say which /proc checks are off and what that risks, and where the spool is', () => {
+    expect(say.safetyChecks(true, true)).toBe('safety checks: dying writers on (/proc/<pid>/stat); reload forks on (/proc/<daemon>/task/<daemon>/children)');
+    expect(say.safetyChecks(false, false)).toBe('safety checks: dying writers OFF (no /proc): a kill -9 of a busy writer can put two sends into its closed channel; reload forks OFF (no /proc children): a reload can hand a new writer packets before the module knows');
+    expect(say.spoolAtStart({ dir: '/s', count: 0 })).toBe('spool: /s');
+    expect(say.spoolAtStart({ dir: '/s', count: 9 })).toBe('spool: /s, 9 log packets from the last run');
+    expect(say.spoolAtStart({ failure: 'cannot write /s (EACCES)', dir: '/s', count: 0 })).toBe('spool: cannot write /s (EACCES)');
+  });
+});
