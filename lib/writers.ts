@@ -12,6 +12,7 @@ import type { Liveness } from './liveness';
 import * as say from './messages';
 import type { Newcomers } from './newcomers';
 import type { ProcessInfo, Registry } from './registry';
+import type { Reporter } from './reporter';
 
 /** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
 export type Vacancy = { kind: 'exited'; pid: number } | { kind: 'replaced'; pid: number; newPid: number };
@@ -46,7 +47,7 @@ export interface Delivery {
 export interface WritersOptions {
   registry: Registry;
   settings: Pick<Settings, 'writer_instance' | 'buffer_mb' | 'spool_mb'>;
-  reporter: { info(line: string): void; count(what: string, n?: number): void; diagnose(appKey: string, kind: string, text: () => string): void };
+  reporter: Pick<Reporter, 'info' | 'count' | 'diagnose'>;
   timers: Timers;
   now(): number;
   liveness: Liveness;
