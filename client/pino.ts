@@ -9,6 +9,7 @@
  * writer through the pm2-scoped-intercom module. Does not load pino itself.
  */
 import { openChannel, type Channel, type ChannelOptions, type DrainOptions, type Role } from './index';
+import { drainThenEnd, endStream } from './streams';
 
 /** Anything pino can write to: `pino.destination()`, `pino.transport()`, a Writable, process.stdout. */
 export interface DestinationLike {
@@ -112,16 +113,14 @@ export class IntercomDestination {
    * handler and exit when it resolves.
    */
   shutdown(opts: DrainOptions & { endTimeoutMs?: number } = {}): Promise<void> {
-    if (!this.#shutdown) {
-      this.#shutdown = (async () => {
-        // Still writing (and sending) while what is on its way comes in.
-        await this.channel.drain(opts);
-        this.#ended = true;
-        this.channel.close();
-        const dest = this.#dest;
-        if (dest) await endDestination(dest, opts.endTimeoutMs ?? 2000);
-      })();
-    }
+    this.#shutdown ??= drainThenEnd(
+      this.channel,
+      opts,
+      () => (this.#ended = true),
+      async () => {
+        if (this.#dest) await endDestination(this.#dest, opts.endTimeoutMs ?? 2000);
+      },
+    );
     return this.#shutdown;
   }
 
@@ -131,42 +130,25 @@ export class IntercomDestination {
   }
 }
 
+/** process.stdout, process.stderr and what cannot be ended are flushed instead (at most `timeoutMs`). */
 function endDestination(dest: DestinationLike, timeoutMs: number): Promise<void> {
   const std = dest === (process.stdout as unknown) || dest === (process.stderr as unknown);
+  if (!std && typeof dest.end === 'function') return endStream(dest, timeoutMs);
   return new Promise((resolve) => {
-    let finished = false;
     const timer = setTimeout(done, timeoutMs);
     function done(): void {
-      if (finished) return;
-      finished = true;
       clearTimeout(timer);
       resolve();
     }
-    if (std || typeof dest.end !== 'function') {
-      if (typeof dest.flush === 'function') {
-        try {
-          dest.flush(() => done());
-          return;
-        } catch {
-          /* fall through */
-        }
+    if (typeof dest.flush === 'function') {
+      try {
+        dest.flush(() => done());
+        return;
+      } catch {
+        /* fall through */
       }
-      done();
-      return;
     }
-    const w = dest as { writableFinished?: boolean; destroyed?: boolean; closed?: boolean };
-    if (w.writableFinished || w.destroyed) {
-      done();
-      return;
-    }
-    dest.once?.('finish', done);
-    dest.once?.('close', done);
-    dest.once?.('error', done);
-    try {
-      dest.end();
-    } catch {
-      done();
-    }
+    done();
   });
 }
 

@@ -10,6 +10,7 @@
  */
 import type TransportStream from 'winston-transport';
 import { openChannel, type Channel, type ChannelOptions, type DrainOptions, type Role } from './index';
+import { drainThenEnd, endStream } from './streams';
 
 const LEVEL = Symbol.for('level');
 const MESSAGE = Symbol.for('message');
@@ -151,16 +152,12 @@ export class IntercomTransport extends winston.Transport {
    * your SIGINT handler and exit when it resolves.
    */
   shutdown(opts: DrainOptions & { endTimeoutMs?: number } = {}): Promise<void> {
-    if (!this.#shutdown) {
-      this.#shutdown = (async () => {
-        // Still writing (and sending) while what is on its way comes in.
-        await this.channel.drain(opts);
-        this.#ended = true;
-        this.channel.close();
-        const inner = this.#inner ?? [];
-        await Promise.all(inner.map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000)));
-      })();
-    }
+    this.#shutdown ??= drainThenEnd(
+      this.channel,
+      opts,
+      () => (this.#ended = true),
+      () => Promise.all((this.#inner ?? []).map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000))),
+    );
     return this.#shutdown;
   }
 
@@ -173,29 +170,6 @@ export class IntercomTransport extends winston.Transport {
   override close(): void {
     void this.shutdown();
   }
-}
-
-function endStream(s: TransportStream, timeoutMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const st = s as unknown as { writableFinished?: boolean; destroyed?: boolean };
-    if (st.writableFinished || st.destroyed) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(done, timeoutMs);
-    function done(): void {
-      clearTimeout(timer);
-      resolve();
-    }
-    s.once('finish', done);
-    s.once('close', done);
-    s.once('error', done);
-    try {
-      s.end();
-    } catch {
-      done();
-    }
-  });
 }
 
 /** Same as `new IntercomTransport(opts)`. */

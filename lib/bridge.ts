@@ -18,8 +18,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Deque } from './deque';
-import { files, HANDOVER_FORMAT, markerOf, writeJsonAtomic } from './handover';
+import { files, HANDOVER_FORMAT, markerOf } from './handover';
 import { createPm2Client, loadPm2 } from './pm2-client';
+import { writeJsonAtomic } from './versioned';
 
 const MAX_PACKETS = 500_000;
 /**

@@ -36,3 +36,19 @@ export function createPreciseClock(resyncEveryMs = 5000, samples = 3): () => num
     return performance.now() + offset;
   };
 }
+
+/** Timers the relay and the writer table schedule with (tests drive them by hand). */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Node's timers, unref'd: a pending timer never keeps the module alive. */
+export const realTimers: Timers = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};

@@ -11,9 +11,20 @@
  *   new module: listens, sends marker `start`, ignores what came before its marker (the bridge
  *               has it), relays the handover file first, then what came after its marker.
  */
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { FORMAT } from './versioned';
+import { FORMAT, readVersioned } from './versioned';
+
+/**
+ * Timings, all under PM2's kill_timeout (package.json `apps`: 8000 ms) on the stop side. The bridge
+ * loads pm2's API: on a loaded 2-core machine that took over 2 s (seen in the upgrade test).
+ */
+const BRIDGE_START_MS = 4000;
+const MARKER_ECHO_MS = 1000;
+/** How long a new module waits for the bridge's packets. */
+const HANDOVER_WAIT_MS = 3000;
 
 /** The format of handover files (see versioned.ts). */
 export const HANDOVER_FORMAT = FORMAT;
@@ -59,12 +70,6 @@ export const files = {
   handover: (dir: string, nonce: string) => path.join(dir, `handover-${nonce}.json`),
   handoverPrefix: 'handover-',
 };
-
-export function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value));
-  fs.renameSync(tmp, file);
-}
 
 export function readBridge(dir: string): BridgeInfo | undefined {
   try {
@@ -157,11 +162,10 @@ export class StartGate {
 export class StopGate {
   #stopped = false;
   #nonce: string | undefined;
-  #onStop: (() => void) | undefined;
 
-  arm(nonce: string, onStop: () => void): void {
+  /** From now on, our `stop` marker (`nonce`) ends what passes. */
+  arm(nonce: string): void {
     this.#nonce = nonce;
-    this.#onStop = onStop;
   }
 
   get stopped(): boolean {
@@ -174,11 +178,162 @@ export class StopGate {
       const m = markerOf(p);
       if (m && m.kind === 'stop' && m.nonce === this.#nonce) {
         this.#stopped = true;
-        this.#onStop?.();
         return;
       }
       // Other markers go on to the start gate, which consumes them.
       handle(p);
     };
   }
+}
+
+type LogFn = (line: string) => void;
+
+export interface HandoverOptions {
+  /** The state folder (where bridges announce themselves and leave their handover files). */
+  dir: string;
+  /** 0.1.0's folder (the module's own), also searched for a bridge and leftovers. */
+  legacy?: string;
+  log: LogFn;
+  warn: LogFn;
+}
+
+/**
+ * Both sides of a module restart, for app.ts: `gate` goes in front of the relay's bus handler,
+ * `takeOver` (after the relay listens) relays what the last run's bridge kept, `handOff` (at
+ * shutdown) starts this run's bridge and cuts the stream at our `stop` marker.
+ */
+export class Handover {
+  readonly #dir: string;
+  readonly #legacy: string | undefined;
+  readonly #dirs: string[];
+  readonly #log: LogFn;
+  readonly #warn: LogFn;
+  /** A bridge left by the previous run: it holds what the bus carried while no module listened. */
+  readonly #bridge: BridgeInfo | undefined;
+  readonly #startNonce = crypto.randomBytes(8).toString('hex');
+  readonly #startGate: StartGate;
+  readonly #stopGate = new StopGate();
+  /** The relay's own handler, behind the gates. */
+  #handle: (packet: unknown) => void = () => {};
+
+  constructor(opts: HandoverOptions) {
+    this.#dir = opts.dir;
+    this.#legacy = opts.legacy;
+    this.#dirs = opts.legacy ? [opts.dir, opts.legacy] : [opts.dir];
+    this.#log = opts.log;
+    this.#warn = opts.warn;
+    this.#bridge = findBridge(this.#dirs);
+    this.#startGate = new StartGate(this.#startNonce, this.#bridge !== undefined);
+  }
+
+  /** Put the gates in front of the relay's bus handler (Relay.start's `wrap`). */
+  readonly gate = (handle: (packet: unknown) => void): ((packet: unknown) => void) => {
+    this.#handle = handle;
+    return this.#stopGate.wrap(this.#startGate.wrap(handle));
+  };
+
+  /**
+   * Start side, once the relay listens: relay what bridges that ended without a new module left,
+   * then (if the last run's bridge runs) send our `start` marker, relay its handover file, and open
+   * the gate: what waited behind it follows.
+   */
+  async takeOver(relay: { handleMessage(packet: unknown): void }): Promise<void> {
+    const bridge = this.#bridge;
+    for (const f of this.#dirs.flatMap((d) => leftoverHandovers(d, bridge?.nonce))) this.#replay(relay, f, this.#warn);
+    if (!bridge) return;
+    process.send?.(markerPacket('start', this.#startNonce));
+    const f = files.handover(bridge.dir, bridge.nonce);
+    const arrived = await waitUntil(() => fs.existsSync(f), HANDOVER_WAIT_MS);
+    // Our own copy of the marker may come after the bridge's: until it does, what we receive
+    // is the bridge's to hand over, and after it, ours.
+    const sawOwnMarker = await waitUntil(() => this.#startGate.sawMarker, HANDOVER_WAIT_MS);
+    if (arrived) this.#replay(relay, f, this.#log);
+    else this.#warn(`the handover bridge (pid ${bridge.pid}) sent nothing within ${HANDOVER_WAIT_MS} ms: packets sent while the module restarted may be lost`);
+    if (!sawOwnMarker) this.#warn(`the start marker did not come back within ${HANDOVER_WAIT_MS} ms: ${this.#startGate.dropped} packets received before it were skipped`);
+    this.#startGate.open(this.#handle);
+  }
+
+  /**
+   * Stop side: keep relaying until a bridge listens, then cut the stream at our own `stop` marker.
+   * Returns whether a bridge listens until the next start (else the gate is shut now).
+   */
+  async handOff(): Promise<boolean> {
+    const stopNonce = crypto.randomBytes(8).toString('hex');
+    let handedOver = false;
+    let bridgePid: number | undefined;
+    try {
+      bridgePid = this.#spawnBridge(stopNonce);
+      if (await waitUntil(() => readBridge(this.#dir)?.nonce === stopNonce, BRIDGE_START_MS)) {
+        this.#stopGate.arm(stopNonce);
+        process.send?.(markerPacket('stop', stopNonce));
+        handedOver = await waitUntil(() => this.#stopGate.stopped, MARKER_ECHO_MS);
+      }
+    } catch (err) {
+      this.#warn(`could not start the handover bridge: ${(err as Error).message}`);
+    }
+    if (!handedOver) {
+      this.#stopGate.arm('none');
+      // A bridge that got no stop marker would only mislead the next start (it hands over nothing).
+      if (bridgePid) {
+        try {
+          process.kill(bridgePid, 'SIGTERM');
+        } catch {
+          /* never started */
+        }
+      }
+    }
+    return handedOver;
+  }
+
+  #spawnBridge(nonce: string): number | undefined {
+    fs.mkdirSync(this.#dir, { recursive: true });
+    const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
+    delete env.PM2_USAGE;
+    const child = spawn(process.execPath, [path.join(__dirname, 'bridge.js'), this.#dir, nonce, '60000', this.#legacy ?? ''], { detached: true, stdio: 'ignore', env });
+    child.unref();
+    return child.pid;
+  }
+
+  /** Relay a handover file's packets and delete it. */
+  #replay(relay: { handleMessage(packet: unknown): void }, file: string, say: LogFn): void {
+    // A format this version does not know is set aside (and said), not relayed and not deleted.
+    const h = readVersioned(file, this.#warn) as { packets?: unknown[]; overflow?: number; reason?: string } | undefined;
+    if (!h) return;
+    try {
+      const packets = Array.isArray(h.packets) ? h.packets : [];
+      for (const p of packets) relay.handleMessage(p);
+      say(`relayed ${packets.length} packets the handover bridge received while the module restarted (${h.reason ?? 'unknown'}${h.overflow ? `, ${h.overflow} lost to its bound` : ''})`);
+    } catch (err) {
+      this.#warn(`could not read the handover file ${file}: ${(err as Error).message}`);
+    }
+    try {
+      fs.unlinkSync(file);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** Handover files of bridges that ended without a new module (their packets are still owed). */
+function leftoverHandovers(dir: string, current: string | undefined): string[] {
+  try {
+    return fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(files.handoverPrefix) && f.endsWith('.json') && f !== path.basename(files.handover(dir, current ?? '')))
+      .map((f) => path.join(dir, f));
+  } catch {
+    return [];
+  }
+}
+
+function waitUntil(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      if (check()) return resolve(true);
+      if (Date.now() >= deadline) return resolve(false);
+      setTimeout(poll, 5);
+    };
+    poll();
+  });
 }

@@ -4,7 +4,8 @@
  */
 import v8 from 'node:v8';
 import type { Counters } from './outbox';
-import type { AppStatus, Relay } from './relay';
+import type { Relay } from './relay';
+import { formatStatusTable } from './status';
 
 export interface PmxLike {
   probe(): { metric(opts: { name: string; value: () => number | string; unit?: string }): unknown };
@@ -47,25 +48,6 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'malformed total', value: () => c.malformed });
   probe.metric({ name: 'apps tracked', value: () => relay.status().length });
   probe.metric({ name: 'apps without writer', value: () => relay.appsWithoutWriter() });
-}
-
-/** A fixed-width table of the status rows, for people (the action's reply is JSON for programs). */
-export function formatStatusTable(rows: AppStatus[]): string {
-  const head = ['namespace', 'name', 'inst', 'online', 'writer', 'held', 'inflight', 'forwarded', 'dropped', 'last problem'];
-  const body = rows.map((r) => [
-    r.namespace,
-    r.name,
-    String(r.instances),
-    String(r.online),
-    r.writer_pm_id === null ? '-' : `${r.writer_pm_id}#${r.writer_instance}${r.writer_ready ? '' : ' (not ready)'}`,
-    String(r.held),
-    String(r.in_flight),
-    String(r.forwarded),
-    String(r.dropped),
-    r.last_problem ? r.last_problem.slice(0, 80) : '-',
-  ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  return [head, ...body].map((cols) => cols.map((col, i) => col.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
 
 export interface ActionDeps {

@@ -10,6 +10,7 @@
 import { createPreciseClock } from './clock';
 import { Deque } from './deque';
 import type { Spool } from './spool';
+import type { SendGate } from './writers';
 
 export interface OutPacket {
   topic: string;
@@ -55,7 +56,8 @@ export function newCounters(): Counters {
   return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0 };
 }
 
-export interface AppQueue {
+/** One app's log packets waiting for its writer, and what became of the others. */
+interface AppQueue {
   readonly key: string;
   readonly queue: Deque<OutPacket>;
   /** Sent, failed, and due again before anything in `queue`. */
@@ -66,6 +68,11 @@ export interface AppQueue {
   dropped: number;
   /** Epoch ms since which the app has had packets and no writer to take them, 0 when none. */
   heldSince: number;
+}
+
+/** An app's packets held in memory (its spooled ones aside). */
+function inMemory(a: AppQueue): number {
+  return a.queue.size + a.retry.size;
 }
 
 /** A send in flight: the packet, its app (null: a relayed topic), when it was written to PM2. */
@@ -144,37 +151,34 @@ export function reachedNewGeneration(sentAt: number, answeredAt: number, replace
   return !beforeAnyFork;
 }
 
-/** How `vacated` starts its answer when the process is dying or dead (not replaced). */
-export const EXITED = 'exited';
-
-export interface OutboxDeps {
-  send: SendFn;
-  /** The pm_id of the app's ready writer, if any. */
-  writerOf(appKey: string): number | undefined;
-  /** A send to this process failed; the caller takes it out of the table's service. */
-  onSendError(pmId: number, err: Error): void;
+/** What the operator is told of the outbox's own doings (Relay words them: messages.ts). */
+export interface OutboxEvents {
   /** Packets dropped because the hold buffer was full (memory, and the spool if there is one). */
-  onOverflow(app: AppQueue, count: number, why: 'memory' | 'spool'): void;
+  overflow(appKey: string, count: number, why: 'memory' | 'spool'): void;
   /** An app's packets started going to the spool (memory full). */
-  onSpool?(app: AppQueue): void;
+  spooling?(appKey: string): void;
   /** A held backlog started going out (count packets). */
-  onFlush?(app: AppQueue, count: number, writer: number): void;
+  flushing?(appKey: string, count: number, writer: number): void;
   /** Packets re-queued because they reached a process generation that was not listening yet. */
-  onReplay?(pmId: number, count: number): void;
-  /** The generation (pm_uptime) PM2 reported for this process. */
-  generationOf(pmId: number): number;
-  /**
-   * Checked before every send: why this pm_id must not be sent to now (the process exited, or
-   * PM2 put a new process under it: see liveness.ts and newcomers.ts), else undefined.
-   */
-  vacated(pmId: number): string | undefined;
-  /** A target was found vacated before a send; nothing more goes to it. */
-  onVacated(pmId: number, why: string): void;
-  /**
-   * Asked when an answer came late: has PM2 started a new process for this pm_id since the one we
-   * send to? false: no, so PM2 handled the send before any reload swapped it; undefined: unknown.
-   */
-  forkedSince?(pmId: number): boolean | undefined;
+  replayed?(pmId: number, count: number): void;
+}
+
+/** One app's delivery, for the status rows and the periodic checks. */
+export interface AppStats {
+  /** Held now, in memory and spooled. */
+  held: number;
+  inflight: number;
+  forwarded: number;
+  dropped: number;
+  /** Epoch ms since which the app has had packets and no writer to take them, 0 when none. */
+  heldSince: number;
+}
+
+export interface OutboxOptions {
+  send: SendFn;
+  /** Who may be sent to: the writer table (writers.ts), asked before every send. */
+  writers: SendGate;
+  events: OutboxEvents;
   now(): number;
   /** Sub-millisecond epoch time, compared with PM2's pm_uptime. @default createPreciseClock() */
   preciseNow?(): number;
@@ -189,24 +193,44 @@ export interface OutboxDeps {
 export class Outbox {
   readonly #apps = new Map<string, AppQueue>();
   readonly #targets = new Map<number, Target>();
-  readonly #deps: OutboxDeps;
-  readonly #c: Counters;
+  readonly #opts: OutboxOptions;
+  readonly #writers: SendGate;
+  readonly #events: OutboxEvents;
+  readonly #counters: Counters;
   readonly #clock: () => number;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
 
-  constructor(deps: OutboxDeps) {
-    this.#deps = deps;
-    this.#c = deps.counters;
-    this.#clock = deps.preciseNow ?? createPreciseClock();
+  constructor(opts: OutboxOptions) {
+    this.#opts = opts;
+    this.#writers = opts.writers;
+    this.#events = opts.events;
+    this.#counters = opts.counters;
+    this.#clock = opts.preciseNow ?? createPreciseClock();
   }
 
-  apps(): IterableIterator<AppQueue> {
-    return this.#apps.values();
+  /** Whether the outbox has packets (held, in flight, or delivered) of this app. */
+  has(appKey: string): boolean {
+    return this.#apps.has(appKey);
   }
 
-  app(key: string): AppQueue | undefined {
-    return this.#apps.get(key);
+  /** The apps it has packets of. */
+  appKeys(): IterableIterator<string> {
+    return this.#apps.keys();
+  }
+
+  stats(appKey: string): AppStats | undefined {
+    const a = this.#apps.get(appKey);
+    return a && { held: this.held(appKey), inflight: a.inflight, forwarded: a.forwarded, dropped: a.dropped, heldSince: a.heldSince };
+  }
+
+  /** Nothing in flight, and nothing held that has a writer to go to (a clean shutdown may go on). */
+  idle(): boolean {
+    if (this.inflight > 0) return false;
+    for (const key of this.#apps.keys()) {
+      if (this.held(key) > 0 && this.#writers.writerOf(key) !== undefined) return false;
+    }
+    return true;
   }
 
   /** Sends in flight, across all targets. */
@@ -224,7 +248,7 @@ export class Outbox {
   /** An app's held log packets, in memory and spooled. */
   held(appKey: string): number {
     const a = this.#apps.get(appKey);
-    return (a ? a.queue.size + a.retry.size : 0) + (this.#deps.spool?.countOf(appKey) ?? 0);
+    return (a ? inMemory(a) : 0) + (this.#opts.spool?.countOf(appKey) ?? 0);
   }
 
   #app(appKey: string): AppQueue {
@@ -239,16 +263,15 @@ export class Outbox {
   /** Queue a log packet for its app's writer and send what can be sent. */
   pushLog(appKey: string, packet: OutPacket): void {
     const app = this.#app(appKey);
-    const spool = this.#deps.spool;
-    const inMemory = app.queue.size + app.retry.size;
+    const spool = this.#opts.spool;
     // Behind what is spooled (order), or past the memory bound with something already queued.
     packet.bytes = heldBytes(packet); // once: for non-string data it serialises
-    if (spool !== undefined && (spool.has(appKey) || (inMemory > 0 && this.#bytes + packet.bytes > this.#deps.bufferBytes))) {
+    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#bytes + packet.bytes > this.#opts.bufferBytes))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
-        this.#c.held++;
-        this.#c.spooled++;
-        if (first) this.#deps.onSpool?.(app);
+        this.#counters.held++;
+        this.#counters.spooled++;
+        if (first) this.#events.spooling?.(app.key);
       } else if (spool.failure === undefined || spool.has(appKey)) {
         // Both bounds passed, or the disk failed with older packets still in the spool: the newest
         // is dropped (order is kept, and what led to the storm).
@@ -259,7 +282,7 @@ export class Outbox {
     } else {
       this.#hold(app, packet);
     }
-    this.pump(app);
+    this.#pump(app);
   }
 
   /**
@@ -274,19 +297,19 @@ export class Outbox {
 
   /** Take up what the spool kept from an earlier run, for apps that still exist. */
   adoptSpool(exists: (appKey: string) => boolean, gone: (appKey: string, count: number) => void): void {
-    const spool = this.#deps.spool;
+    const spool = this.#opts.spool;
     if (!spool) return;
     for (const key of spool.appKeys()) {
       const n = spool.countOf(key);
       if (!exists(key)) {
         spool.drop(key);
-        this.#c.dropped += n;
+        this.#counters.dropped += n;
         gone(key, n);
         continue;
       }
       this.#app(key);
-      this.#c.held += n;
-      this.#c.spooled += n;
+      this.#counters.held += n;
+      this.#counters.spooled += n;
     }
   }
 
@@ -298,7 +321,7 @@ export class Outbox {
       for (const q of [a.retry, a.queue]) {
         for (let p = q.shift(); p !== undefined; p = q.shift()) list.push({ topic: p.topic, data: p.data });
       }
-      this.#c.held -= list.length;
+      this.#counters.held -= list.length;
       if (list.length > 0) out[a.key] = list;
     }
     this.#bytes = 0;
@@ -310,28 +333,28 @@ export class Outbox {
     packet.bytes ??= heldBytes(packet);
     app.queue.push(packet);
     this.#bytes += packet.bytes;
-    this.#c.held++;
-    if (this.#bytes > this.#deps.bufferBytes && (this.#deps.spool === undefined || this.#deps.spool.failure !== undefined)) this.#overflow(app);
+    this.#counters.held++;
+    if (this.#bytes > this.#opts.bufferBytes && (this.#opts.spool === undefined || this.#opts.spool.failure !== undefined)) this.#overflow(app);
   }
 
   /** Move spooled packets back into memory while there is room (and always when none is left). */
   #refill(app: AppQueue): void {
-    const spool = this.#deps.spool;
+    const spool = this.#opts.spool;
     if (!spool || !spool.has(app.key)) return;
-    while (spool.has(app.key) && app.queue.size + app.retry.size < REFILL_BELOW && (this.#bytes < this.#deps.bufferBytes / 2 || app.queue.size + app.retry.size === 0)) {
+    while (spool.has(app.key) && inMemory(app) < REFILL_BELOW && (this.#bytes < this.#opts.bufferBytes / 2 || inMemory(app) === 0)) {
       const packets = spool.take(app.key);
-      this.#c.spooled -= packets.length;
+      this.#counters.spooled -= packets.length;
       for (const p of packets) {
         p.bytes = heldBytes(p);
         app.queue.push(p);
         this.#bytes += p.bytes;
       }
       // What could not be read back is gone: held no more.
-      const lost = this.#c.spooled - spool.count;
+      const lost = this.#counters.spooled - spool.count;
       if (lost > 0) {
-        this.#c.spooled -= lost;
-        this.#c.held -= lost;
-        this.#c.dropped += lost;
+        this.#counters.spooled -= lost;
+        this.#counters.held -= lost;
+        this.#counters.dropped += lost;
       }
     }
   }
@@ -347,14 +370,17 @@ export class Outbox {
   }
 
   /** Something changed for this app (a writer came, went, or became ready): send what can go. */
-  pump(app: AppQueue | string): void {
-    const a = typeof app === 'string' ? this.#apps.get(app) : app;
-    if (!a) return;
-    if (a.queue.size + a.retry.size < REFILL_BELOW) this.#refill(a);
-    if (a.queue.size + a.retry.size === 0) return;
-    const writer = this.#deps.writerOf(a.key);
+  pump(appKey: string): void {
+    const a = this.#apps.get(appKey);
+    if (a) this.#pump(a);
+  }
+
+  #pump(a: AppQueue): void {
+    if (inMemory(a) < REFILL_BELOW) this.#refill(a);
+    if (inMemory(a) === 0) return;
+    const writer = this.#writers.writerOf(a.key);
     if (writer === undefined) {
-      if (a.heldSince === 0) a.heldSince = this.#deps.now();
+      if (a.heldSince === 0) a.heldSince = this.#opts.now();
       return;
     }
     // Old sends to a previous writer still out: wait for them, so order is kept.
@@ -362,16 +388,16 @@ export class Outbox {
     const t = this.#target(writer);
     if (t.broken) return;
     if (a.heldSince !== 0) {
-      this.#deps.onFlush?.(a, this.held(a.key), writer);
+      this.#events.flushing?.(a.key, this.held(a.key), writer);
       a.heldSince = 0;
     }
-    const max = this.#deps.maxInflight;
-    while (!t.broken && t.inflight < max && a.queue.size + a.retry.size > 0) {
+    const max = this.#opts.maxInflight;
+    while (!t.broken && t.inflight < max && inMemory(a) > 0) {
       if (!this.#alive(t)) return;
       const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
-      this.#c.held--;
+      this.#counters.held--;
       this.#bytes -= packet.bytes ?? 0;
-      if (a.queue.size + a.retry.size < REFILL_BELOW) this.#refill(a);
+      if (inMemory(a) < REFILL_BELOW) this.#refill(a);
       a.inflight++;
       a.inflightTarget = writer;
       this.#sendOne(t, packet, a);
@@ -383,21 +409,16 @@ export class Outbox {
    * (it may not listen yet): take the target out of service instead.
    */
   #alive(t: Target): boolean {
-    const why = this.#deps.vacated(t.pmId);
-    if (why === undefined) return true;
-    if (why.startsWith(EXITED)) t.died = true;
+    const vacancy = this.#writers.vacancy(t.pmId);
+    if (vacancy === undefined) return true;
+    if (vacancy.kind === 'exited') t.died = true;
     if (!t.broken) {
       t.broken = true;
-      this.#c.dropped += t.relays.size;
+      this.#counters.dropped += t.relays.size;
       t.relays.clear();
-      this.#deps.onVacated(t.pmId, why);
+      this.#writers.vacated(t.pmId, vacancy);
     }
     return false;
-  }
-
-  /** Send what can be sent for every app (after a table change). */
-  pumpAll(): void {
-    for (const a of this.#apps.values()) this.pump(a);
   }
 
   /**
@@ -420,7 +441,7 @@ export class Outbox {
   retire(pmId: number, startedAt = 0): void {
     const t = this.#targets.get(pmId);
     if (!t) return;
-    this.#c.dropped += t.relays.size;
+    this.#counters.dropped += t.relays.size;
     t.relays.clear();
     this.#detach(t, startedAt);
   }
@@ -457,8 +478,8 @@ export class Outbox {
       app.forwarded -= list.length;
       this.#requeueFront(app, list);
     }
-    this.#c.out -= n;
-    if (n > 0) this.#deps.onReplay?.(t.pmId, n);
+    this.#counters.out -= n;
+    if (n > 0) this.#events.replayed?.(t.pmId, n);
   }
 
   /** Drop an app's held packets (app deleted, or an operator asked). Returns how many. */
@@ -472,13 +493,13 @@ export class Outbox {
         n++;
       }
     }
-    this.#c.held -= n;
-    const spooled = this.#deps.spool?.drop(appKey) ?? 0;
-    this.#c.held -= spooled;
-    this.#c.spooled -= spooled;
+    this.#counters.held -= n;
+    const spooled = this.#opts.spool?.drop(appKey) ?? 0;
+    this.#counters.held -= spooled;
+    this.#counters.spooled -= spooled;
     n += spooled;
     a.heldSince = 0;
-    this.#c.dropped += n;
+    this.#counters.dropped += n;
     a.dropped += n;
     if (a.inflight === 0) this.#apps.delete(appKey);
     return n;
@@ -489,7 +510,7 @@ export class Outbox {
     if (!t) {
       const created: Target = {
         pmId,
-        startedAt: this.#deps.generationOf(pmId),
+        startedAt: this.#writers.generationOf(pmId),
         inflight: 0,
         sent: new Deque(),
         recent: new Deque(),
@@ -509,11 +530,11 @@ export class Outbox {
   #sendOne(t: Target, packet: OutPacket, app: AppQueue | null): void {
     t.inflight++;
     t.sent.push({ packet, app, sentAt: this.#preciseNow() });
-    this.#deps.send(t.pmId, packet.topic, packet.data, t.done);
+    this.#opts.send(t.pmId, packet.topic, packet.data, t.done);
   }
 
   #pumpTarget(t: Target): void {
-    const max = this.#deps.maxInflight;
+    const max = this.#opts.maxInflight;
     while (!t.broken && t.inflight < max && t.relays.size > 0) {
       if (!this.#alive(t)) return;
       this.#sendOne(t, t.relays.shift() as OutPacket, null);
@@ -527,41 +548,41 @@ export class Outbox {
     // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
     // by now (the swap and the fork are one step of the daemon). Asked only when it matters: an
     // answer slow enough for a swap to fit between the send and the answer.
-    const beforeAnyFork = !err && app !== null && answeredAt - sentAt > SWAP_MIN_MS && this.#deps.forkedSince?.(t.pmId) === false;
+    const beforeAnyFork = !err && app !== null && answeredAt - sentAt > SWAP_MIN_MS && this.#writers.forkedSince(t.pmId) === false;
     if (app) app.inflight--;
     if (err) {
-      this.#c.sendErrors++;
+      this.#counters.sendErrors++;
       if (!t.broken) {
         t.broken = true;
-        this.#deps.onSendError(t.pmId, err);
+        this.#writers.refused(t.pmId, err);
       }
       if (app) {
         // Back to the front, before anything not yet sent: never lost, never reordered.
         app.retry.push(packet);
         this.#bytes += packet.bytes ?? 0;
-        this.#c.held++;
+        this.#counters.held++;
       } else {
-        this.#c.dropped++;
+        this.#counters.dropped++;
       }
       if (t.inflight === 0) {
-        this.#c.dropped += t.relays.size;
+        this.#counters.dropped += t.relays.size;
         t.relays.clear();
       }
     } else if (app) {
       if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork)) {
         // Accepted by a generation that was not listening yet: send again when it is.
         this.#requeueFront(app, [packet]);
-        this.#deps.onReplay?.(t.pmId, 1);
+        this.#events.replayed?.(t.pmId, 1);
       } else {
-        this.#c.out++;
+        this.#counters.out++;
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
         if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });
       }
     } else {
-      this.#c.relayed++;
+      this.#counters.relayed++;
     }
-    if (app) this.pump(app);
+    if (app) this.#pump(app);
     if (t.broken) return;
     if (t.relays.size > 0) this.#pumpTarget(t);
     else this.#pumpWaiting(t);
@@ -569,9 +590,9 @@ export class Outbox {
 
   /** Other apps whose writer is this target may have waited for a free slot. */
   #pumpWaiting(t: Target): void {
-    if (t.inflight >= this.#deps.maxInflight || this.#apps.size <= 1) return;
+    if (t.inflight >= this.#opts.maxInflight || this.#apps.size <= 1) return;
     for (const a of this.#apps.values()) {
-      if (this.held(a.key) > 0 && this.#deps.writerOf(a.key) === t.pmId) this.pump(a);
+      if (this.held(a.key) > 0 && this.#writers.writerOf(a.key) === t.pmId) this.#pump(a);
     }
   }
 
@@ -587,31 +608,28 @@ export class Outbox {
 
   /** Put packets (in their send order) before everything else the app waits to send. */
   #requeueFront(app: AppQueue, packets: OutPacket[]): void {
-    const rest: OutPacket[] = [];
-    for (let p = app.retry.shift(); p !== undefined; p = app.retry.shift()) rest.push(p);
-    for (const p of packets) {
-      app.retry.push(p);
-      this.#bytes += p.bytes ?? 0;
+    for (let i = packets.length - 1; i >= 0; i--) {
+      app.retry.unshift(packets[i]);
+      this.#bytes += packets[i].bytes ?? 0;
     }
-    for (const p of rest) app.retry.push(p);
-    this.#c.held += packets.length;
+    this.#counters.held += packets.length;
   }
 
   /** Memory past the bound and no spool: this app's oldest go first. */
   #overflow(app: AppQueue): void {
     let n = 0;
-    while (this.#bytes > this.#deps.bufferBytes && app.queue.size + app.retry.size > 1) {
+    while (this.#bytes > this.#opts.bufferBytes && inMemory(app) > 1) {
       const p = (app.retry.size > 0 ? app.retry.shift() : app.queue.shift()) as OutPacket;
       this.#bytes -= p.bytes ?? 0;
       n++;
     }
-    this.#c.held -= n;
+    this.#counters.held -= n;
     if (n > 0) this.#drop(app, n, 'memory');
   }
 
   #drop(app: AppQueue, n: number, why: 'memory' | 'spool'): void {
-    this.#c.dropped += n;
+    this.#counters.dropped += n;
     app.dropped += n;
-    this.#deps.onOverflow(app, n, why);
+    this.#events.overflow(app.key, n, why);
   }
 }

@@ -50,9 +50,14 @@ export function appKeyOf(name: string, namespace: string | undefined): string {
   return `${namespace ?? 'default'}\u0000${name}`;
 }
 
-export function formatAppKey(key: string): string {
+export function splitAppKey(key: string): { namespace: string; name: string } {
   const i = key.indexOf('\u0000');
-  return `${key.slice(i + 1)} (namespace ${key.slice(0, i)})`;
+  return { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
+
+export function formatAppKey(key: string): string {
+  const { namespace, name } = splitAppKey(key);
+  return `${name} (namespace ${namespace})`;
 }
 
 function toNumber(value: unknown): number | undefined {

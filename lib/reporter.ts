@@ -7,23 +7,17 @@ import { formatAppKey } from './registry';
 
 export type LogFn = (line: string) => void;
 
-export interface AppProblem {
-  at: number;
-  text: string;
-}
-
 export class Reporter {
   readonly #log: LogFn;
   readonly #warn: LogFn;
   readonly #said = new Map<string, string>();
   readonly #pending = new Map<string, number>();
-  readonly #lastProblem = new Map<string, AppProblem>();
-  readonly #now: () => number;
+  /** The last problem said (or said again) per app, `kind: text`. */
+  readonly #lastProblem = new Map<string, string>();
 
-  constructor(log: LogFn, warn: LogFn, now: () => number = Date.now) {
+  constructor(log: LogFn, warn: LogFn) {
     this.#log = log;
     this.#warn = warn;
-    this.#now = now;
   }
 
   info(line: string): void {
@@ -42,16 +36,16 @@ export class Reporter {
     const id = `${appKey}\u0001${kind}`;
     const said = this.#said.get(id);
     if (said !== undefined) {
-      this.#lastProblem.set(appKey, { at: this.#now(), text: said });
+      this.#lastProblem.set(appKey, said);
       return;
     }
     const t = typeof text === 'function' ? text() : text;
     this.#said.set(id, `${kind}: ${t}`);
-    this.#lastProblem.set(appKey, { at: this.#now(), text: `${kind}: ${t}` });
+    this.#lastProblem.set(appKey, `${kind}: ${t}`);
     this.#warn(`DIAGNOSIS ${kind} app=${formatAppKey(appKey)}: ${t}`);
   }
 
-  lastProblem(appKey: string): AppProblem | undefined {
+  lastProblem(appKey: string): string | undefined {
     return this.#lastProblem.get(appKey);
   }
 

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Settings } from './config';
 import type { OutPacket } from './outbox';
-import { FORMAT, readVersioned } from './versioned';
+import { FORMAT, readVersioned, writeJsonAtomic } from './versioned';
 
 export interface SavedState {
   settings?: Partial<Settings>;
@@ -65,11 +65,40 @@ export class StateFile {
     return fs.existsSync(this.file);
   }
 
-  /** Write atomically (temp file + rename) so a kill mid-write leaves the old state. */
+  /** Write atomically, so a kill mid-write leaves the old state. */
   save(state: SavedState): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify({ format: FORMAT, ...state }));
-    fs.renameSync(tmp, this.file);
+    writeJsonAtomic(this.file, { format: FORMAT, ...state });
   }
+}
+
+export interface OpenedState {
+  /** The state folder (`stateDir`). */
+  dir: string;
+  /** 0.1.0's folder (`legacyStateDir`). */
+  legacy: string | undefined;
+  file: StateFile;
+  /** What the last run saved: from this version's file, or 0.1.0's when that is all there is. */
+  saved: SavedState;
+  /** After this run's file is written: 0.1.0's is read once, then removed. */
+  retireLegacy(): void;
+}
+
+/** This run's state file and what the last run left (`say` hears what could not be read). */
+export function openState(name: string, say: (line: string) => void): OpenedState {
+  const dir = stateDir(name);
+  // 0.1.0 kept its files in the module's folder: read what it left there, once.
+  const legacy = legacyStateDir(name);
+  const file = new StateFile(dir);
+  const legacyFile = legacy && !file.exists() ? new StateFile(legacy) : undefined;
+  const saved = legacyFile?.exists() ? legacyFile.load(say) : file.load(say);
+  return {
+    dir,
+    legacy,
+    file,
+    saved,
+    retireLegacy: () => {
+      if (legacyFile?.exists()) fs.unlinkSync(legacyFile.file);
+    },
+  };
 }

@@ -15,6 +15,13 @@ export function setAsideName(file: string, now: Date = new Date()): string {
   return `${file}.unknown-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
 }
 
+/** Write JSON atomically (temp file + rename), so a kill mid-write leaves the old file. */
+export function writeJsonAtomic(file: string, value: unknown): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(value));
+  fs.renameSync(tmp, file);
+}
+
 /**
  * The file's object, or undefined when it is missing or set aside (then `say` was told why).
  * Never throws.

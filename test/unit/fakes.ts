@@ -1,7 +1,7 @@
 /** Small fakes behind the module's own interfaces. */
 import type { Pm2Client, BusHandlers } from '../../lib/pm2-client';
 import type { Pm2Env } from '../../lib/registry';
-import type { Timers } from '../../lib/relay';
+import type { Timers } from '../../lib/clock';
 
 export function env(over: Partial<Record<string, unknown>> & { pm_id: number | string; name: string }): Pm2Env {
   return {

@@ -14,7 +14,7 @@ async function setup(
   client.procs = procs;
   const timers = new FakeTimers();
   const lines: string[] = [];
-  const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
+  const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
   const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined }, ...opts });
   await relay.start();
   lines.length = 0; // the start-up lines (each app's writer)

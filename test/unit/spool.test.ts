@@ -157,12 +157,8 @@ describe('Outbox with a spool', () => {
         sent.push({ topic, data });
         pending.push(() => done(null));
       },
-      writerOf: () => writer,
-      onSendError: () => {},
-      onOverflow: (_a, n, why) => drops.push([n, why]),
-      generationOf: () => 1,
-      vacated: () => undefined,
-      onVacated: () => {},
+      writers: { writerOf: () => writer, generationOf: () => 1, vacancy: () => undefined, forkedSince: () => undefined, vacated: () => {}, refused: () => {} },
+      events: { overflow: (_a, n, why) => drops.push([n, why]) },
       now: () => 0,
       preciseNow: () => 0,
       counters,

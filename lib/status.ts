@@ -1,0 +1,80 @@
+/**
+ * The status rows (`pm2 trigger pm2-scoped-intercom status`): one per app the table or the outbox
+ * knows, as JSON for programs and as a fixed-width table for people.
+ */
+import type { Election } from './election';
+import { DEFAULT_INSTANCE_VAR, splitAppKey, type AppInfo, type ProcessInfo } from './registry';
+
+export interface AppStatus {
+  namespace: string;
+  name: string;
+  instances: number;
+  online: number;
+  instance_var: string;
+  writer_pm_id: number | null;
+  writer_instance: number | null;
+  writer_ready: boolean;
+  held: number;
+  in_flight: number;
+  forwarded: number;
+  dropped: number;
+  last_problem: string | null;
+}
+
+/** What the outbox counts for one app. */
+export interface AppDelivery {
+  held: number;
+  inflight: number;
+  forwarded: number;
+  dropped: number;
+}
+
+export function statusRow(
+  appKey: string,
+  app: AppInfo | undefined,
+  procs: readonly ProcessInfo[],
+  e: Election,
+  delivery: AppDelivery,
+  lastProblem: string | undefined,
+): AppStatus {
+  const w = e.writer ?? e.claimants[0];
+  const { namespace, name } = splitAppKey(appKey);
+  return {
+    namespace,
+    name,
+    instances: procs.length,
+    online: procs.filter((p) => p.status === 'online').length,
+    instance_var: app?.instanceVar ?? DEFAULT_INSTANCE_VAR,
+    writer_pm_id: w ? w.pmId : null,
+    writer_instance: w?.instance ?? null,
+    writer_ready: e.writer !== undefined,
+    held: delivery.held,
+    in_flight: delivery.inflight,
+    forwarded: delivery.forwarded,
+    dropped: delivery.dropped,
+    last_problem: lastProblem ?? null,
+  };
+}
+
+export function byApp(a: AppStatus, b: AppStatus): number {
+  return a.namespace + a.name < b.namespace + b.name ? -1 : 1;
+}
+
+/** A fixed-width table of the status rows, for people (the action's reply is JSON for programs). */
+export function formatStatusTable(rows: AppStatus[]): string {
+  const head = ['namespace', 'name', 'inst', 'online', 'writer', 'held', 'inflight', 'forwarded', 'dropped', 'last problem'];
+  const body = rows.map((r) => [
+    r.namespace,
+    r.name,
+    String(r.instances),
+    String(r.online),
+    r.writer_pm_id === null ? '-' : `${r.writer_pm_id}#${r.writer_instance}${r.writer_ready ? '' : ' (not ready)'}`,
+    String(r.held),
+    String(r.in_flight),
+    String(r.forwarded),
+    String(r.dropped),
+    r.last_problem ? r.last_problem.slice(0, 80) : '-',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  return [head, ...body].map((cols) => cols.map((col, i) => col.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}

@@ -1,0 +1,198 @@
+/**
+ * The writer table: which process each app's log packets go to now, and whether a process may be
+ * sent to at all. It caches each app's elected writer (the hot path reads it), arms a timer for a
+ * writer that becomes ready later, says when an app's writer changes, and has the outbox send what
+ * waits whenever it does. Before every send the outbox asks it whether the target is still the
+ * process we know: the liveness and newcomers checks (/proc) are made here and nowhere else.
+ */
+import type { Timers } from './clock';
+import type { Settings } from './config';
+import { electWriter, type Election } from './election';
+import type { Liveness } from './liveness';
+import * as say from './messages';
+import type { Newcomers } from './newcomers';
+import type { ProcessInfo, Registry } from './registry';
+import type { Reporter } from './reporter';
+
+/** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
+export type Vacancy = { kind: 'exited'; pid: number } | { kind: 'replaced'; pid: number; newPid: number };
+
+/** What the outbox asks the writer table: may I send to this target, and did it change? */
+export interface SendGate {
+  /** The pm_id of the app's ready writer, if any. */
+  writerOf(appKey: string): number | undefined;
+  /** The generation (PM2's pm_uptime) of the process behind a pm_id: what a new target stands for. */
+  generationOf(pmId: number): number;
+  /** Checked before every send: undefined when the pm_id may be sent to, else why not. */
+  vacancy(pmId: number): Vacancy | undefined;
+  /**
+   * Asked when an answer came late: has PM2 started a new process for this pm_id since the one we
+   * send to? false: no, so PM2 handled the send before any reload swapped it; undefined: unknown.
+   */
+  forkedSince(pmId: number): boolean | undefined;
+  /** A target was found vacated before a send: nothing more goes to it; its app's packets wait. */
+  vacated(pmId: number, v: Vacancy): void;
+  /** PM2 refused a send to this process: nothing more goes to it; its app's packets wait. */
+  refused(pmId: number, err: Error): void;
+}
+
+/** What the writer table drives in the outbox. */
+export interface Delivery {
+  /** Something changed for the app: send what can go. */
+  pump(appKey: string): void;
+  /** Whether the outbox has ever had packets for the app. */
+  has(appKey: string): boolean;
+}
+
+export interface WritersOptions {
+  registry: Registry;
+  settings: Pick<Settings, 'writer_instance' | 'buffer_mb' | 'spool_mb'>;
+  reporter: Pick<Reporter, 'info' | 'count' | 'diagnose'>;
+  timers: Timers;
+  now(): number;
+  liveness: Liveness;
+  newcomers: Newcomers;
+  /** Re-read `pm2 list` in `ms` (coalesced): after a process is taken out of service. */
+  reconcileSoon(ms: number): void;
+}
+
+export class Writers implements SendGate {
+  readonly #registry: Registry;
+  readonly #settings: WritersOptions['settings'];
+  readonly #reporter: WritersOptions['reporter'];
+  readonly #timers: Timers;
+  readonly #now: () => number;
+  readonly #liveness: Liveness;
+  readonly #newcomers: Newcomers;
+  readonly #reconcileSoon: (ms: number) => void;
+  /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
+  readonly #writer = new Map<string, number | undefined>();
+  readonly #readyTimers = new Map<string, unknown>();
+  #delivery: Delivery = { pump: () => {}, has: () => false };
+
+  constructor(opts: WritersOptions) {
+    this.#registry = opts.registry;
+    this.#settings = opts.settings;
+    this.#reporter = opts.reporter;
+    this.#timers = opts.timers;
+    this.#now = opts.now;
+    this.#liveness = opts.liveness;
+    this.#newcomers = opts.newcomers;
+    this.#reconcileSoon = opts.reconcileSoon;
+  }
+
+  /** The outbox whose packets wait for these writers (it asks this table before every send). */
+  deliverTo(delivery: Delivery): void {
+    this.#delivery = delivery;
+  }
+
+  writerOf(appKey: string): number | undefined {
+    return this.#writer.get(appKey);
+  }
+
+  generationOf(pmId: number): number {
+    return this.#registry.process(pmId)?.startedAt ?? 0;
+  }
+
+  // --- the /proc checks (liveness.ts, newcomers.ts) ---
+
+  vacancy(pmId: number): Vacancy | undefined {
+    const proc = this.#registry.process(pmId);
+    if (proc === undefined) return undefined;
+    if (!this.#liveness.isAlive(proc.pid)) return { kind: 'exited', pid: proc.pid };
+    const newPid = this.#newcomers.after(pmId, proc.pid);
+    return newPid === undefined ? undefined : { kind: 'replaced', pid: proc.pid, newPid };
+  }
+
+  forkedSince(pmId: number): boolean | undefined {
+    const proc = this.#registry.process(pmId);
+    return proc === undefined ? undefined : this.#newcomers.forked(pmId, proc.pid);
+  }
+
+  /** The process left the table: its /proc descriptor is closed. */
+  removed(proc: ProcessInfo): void {
+    this.#liveness.forget(proc.pid);
+  }
+
+  // --- out of service ---
+
+  vacated(pmId: number, v: Vacancy): void {
+    // A replacement says `online` soon, and the list tells its pid meanwhile; an exit is read
+    // after PM2 has handled it.
+    this.#outOfService(pmId, say.sendsStopped(pmId, say.vacancy(v)), v.kind === 'exited' ? 1000 : 200);
+  }
+
+  refused(pmId: number, err: Error): void {
+    const msg = err && err.message ? err.message : String(err);
+    this.#outOfService(pmId, say.sendsRefused(msg), /unknown/.test(msg) ? 0 : 1000);
+  }
+
+  /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
+  #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
+    const proc = this.#registry.markUnreachable(pmId);
+    this.#reporter.count(countLine);
+    this.#reconcileSoon(reconcileInMs);
+    if (proc) this.update(proc.appKey);
+  }
+
+  // --- election ---
+
+  elect(appKey: string): Election | undefined {
+    const app = this.#registry.app(appKey);
+    if (!app) return undefined;
+    return electWriter(this.#registry.processesOf(app), this.#settings.writer_instance, this.#now());
+  }
+
+  /** Recompute an app's writer, say so if it changed, and send what waits. */
+  update(appKey: string): void {
+    const e = this.elect(appKey);
+    if (!e) return;
+    const before = this.#writer.get(appKey);
+    const writer = e.writer?.pmId;
+    const had = this.#writer.has(appKey);
+    this.#writer.set(appKey, writer);
+    this.#clearReadyTimer(appKey);
+    if (e.readyAt !== undefined && writer === undefined) {
+      this.#readyTimers.set(
+        appKey,
+        this.#timers.setTimeout(() => {
+          this.#readyTimers.delete(appKey);
+          this.update(appKey);
+        }, Math.max(0, e.readyAt - this.#now())),
+      );
+    }
+    const uses = this.#delivery.has(appKey);
+    if (before !== writer && (had || writer !== undefined)) {
+      if (e.writer !== undefined) this.#reporter.info(say.writerIs(appKey, e.writer));
+      else if (uses) this.#reporter.info(say.holdingNoWriter(appKey, this.#settings));
+    }
+    if (e.claimants.length > 1 && uses) {
+      this.#reporter.diagnose(appKey, 'duplicate-writer', () => say.duplicateWriter(e.claimants, this.#settings.writer_instance));
+    }
+    this.#delivery.pump(appKey);
+  }
+
+  /** Why an app's packets wait (the end of the `held` and `buffer-full` diagnoses). */
+  whyNoWriter(appKey: string): string {
+    const app = this.#registry.app(appKey);
+    return say.whyNoWriter(app, app ? this.#registry.processesOf(app) : [], this.elect(appKey), this.#settings.writer_instance);
+  }
+
+  /** The app was deleted. */
+  forget(appKey: string): void {
+    this.#writer.delete(appKey);
+    this.#clearReadyTimer(appKey);
+  }
+
+  stop(): void {
+    for (const t of this.#readyTimers.values()) this.#timers.clearTimeout(t);
+    this.#readyTimers.clear();
+  }
+
+  #clearReadyTimer(appKey: string): void {
+    const t = this.#readyTimers.get(appKey);
+    if (t === undefined) return;
+    this.#timers.clearTimeout(t);
+    this.#readyTimers.delete(appKey);
+  }
+}

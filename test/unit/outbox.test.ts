@@ -1,0 +1,205 @@
+/**
+ * The outbox on its own, against a fake writer table (its one collaborator: who may be sent to)
+ * and a hand-answered send: order, the in-flight bound, holding, refusals, vacated targets,
+ * replays after a new generation, relays and the memory bound.
+ */
+import { describe, expect, it } from 'vitest';
+import { newCounters, Outbox, type OutPacket } from '../../lib/outbox';
+import type { SendGate, Vacancy } from '../../lib/writers';
+
+function setup(opts: { maxInflight?: number; bufferBytes?: number } = {}) {
+  let clock = 1_000_000;
+  const writer = new Map<string, number | undefined>();
+  const generation = new Map<number, number>();
+  const vacancy = new Map<number, Vacancy>();
+  const calls: string[] = [];
+  const gate: SendGate = {
+    writerOf: (key) => writer.get(key),
+    generationOf: (pmId) => generation.get(pmId) ?? 0,
+    vacancy: (pmId) => vacancy.get(pmId),
+    forkedSince: () => undefined,
+    vacated: (pmId, v) => calls.push(`vacated ${pmId} ${v.kind}`),
+    refused: (pmId, err) => calls.push(`refused ${pmId} ${err.message}`),
+  };
+  const pending: { pmId: number; topic: string; data: unknown; done: (err: Error | null) => void }[] = [];
+  const delivered: { pmId: number; data: unknown }[] = [];
+  const counters = newCounters();
+  const outbox = new Outbox({
+    send: (pmId, topic, data, done) => pending.push({ pmId, topic, data, done }),
+    writers: gate,
+    events: {
+      overflow: (key, n, why) => calls.push(`overflow ${key} ${n} ${why}`),
+      flushing: (key, n, w) => calls.push(`flushing ${key} ${n} to ${w}`),
+      replayed: (pmId, n) => calls.push(`replayed ${pmId} ${n}`),
+    },
+    now: () => Math.floor(clock),
+    preciseNow: () => clock,
+    counters,
+    bufferBytes: opts.bufferBytes ?? 1 << 20,
+    maxInflight: opts.maxInflight ?? 1,
+  });
+  /** Answer the oldest `n` sends (PM2 answers in send order). */
+  const answer = (n = Infinity, err: Error | null = null) => {
+    while (n-- > 0 && pending.length > 0) {
+      const s = pending.shift()!;
+      if (!err) delivered.push({ pmId: s.pmId, data: s.data });
+      s.done(err);
+    }
+  };
+  const answerAll = () => {
+    for (let guard = 0; pending.length > 0 && guard < 10_000; guard++) answer(1);
+  };
+  const log = (key: string, from: number, to: number) => {
+    for (let i = from; i < to; i++) outbox.pushLog(key, { topic: 'log4js:message', data: `${key}-${i}` } as OutPacket);
+  };
+  const tick = (ms: number) => (clock += ms);
+  return { outbox, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick };
+}
+
+const seq = (key: string, from: number, to: number) => Array.from({ length: to - from }, (_, i) => `${key}-${from + i}`);
+
+describe('Outbox', () => {
+  it('holds while an app has no writer, then delivers in order with at most maxInflight out', () => {
+    const { outbox, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 2 });
+    log('web', 0, 5);
+    expect(pending).toHaveLength(0);
+    expect(outbox.held('web')).toBe(5);
+    expect(outbox.stats('web')!.heldSince).toBeGreaterThan(0);
+    writer.set('web', 3);
+    outbox.pump('web');
+    expect(calls).toEqual(['flushing web 5 to 3']);
+    expect(pending).toHaveLength(2);
+    answer(1);
+    expect(pending).toHaveLength(2);
+    answerAll();
+    expect(delivered.map((d) => d.data)).toEqual(seq('web', 0, 5));
+    expect(delivered.every((d) => d.pmId === 3)).toBe(true);
+    expect(counters).toMatchObject({ held: 0, out: 5 });
+    expect(outbox.stats('web')).toMatchObject({ held: 0, inflight: 0, forwarded: 5, heldSince: 0 });
+    expect(outbox.idle()).toBe(true);
+  });
+
+  it('a refused send goes back to the front; the target is refused once and gets nothing more', () => {
+    const { outbox, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 3 });
+    writer.set('web', 0);
+    log('web', 0, 6);
+    answer(1); // web-0 delivered, web-3 goes out
+    answer(3, new Error('offline'));
+    expect(calls).toEqual(['refused 0 offline']);
+    expect(pending).toHaveLength(0);
+    expect(counters).toMatchObject({ held: 5, sendErrors: 3 });
+    expect(outbox.idle()).toBe(false); // held, and the table still names a writer
+    writer.set('web', 1);
+    outbox.pump('web');
+    answerAll();
+    expect(delivered.map((d) => d.data)).toEqual(seq('web', 0, 6));
+    expect(delivered.slice(1).every((d) => d.pmId === 1)).toBe(true);
+  });
+
+  it('asks before every send: a vacated target is sent nothing, said once, and its relays dropped', () => {
+    const { outbox, writer, vacancy, calls, pending, counters, answerAll, log } = setup();
+    writer.set('web', 0);
+    log('web', 0, 1);
+    outbox.pushRelay([0], 'chat', 'hello'); // waits for the free slot
+    vacancy.set(0, { kind: 'exited', pid: 1000 });
+    answerAll();
+    log('web', 1, 3);
+    expect(pending).toHaveLength(0);
+    expect(calls).toEqual(['vacated 0 exited']);
+    expect(counters).toMatchObject({ held: 2, out: 1, relayed: 0, dropped: 1 });
+  });
+
+  it('a new generation under the writer\'s pm_id: what PM2 accepted after its stamp is sent again, first', () => {
+    const { outbox, writer, generation, calls, delivered, counters, answerAll, log, tick } = setup();
+    writer.set('web', 0);
+    log('web', 0, 2);
+    answerAll();
+    tick(10);
+    const stamp = Math.floor(tick(0)) + 1;
+    tick(2);
+    log('web', 2, 4); // written after the new process was stamped: it had them, before it listened
+    answerAll();
+    generation.set(0, stamp);
+    outbox.revive(0, stamp);
+    expect(calls).toEqual(['replayed 0 2']);
+    expect(counters).toMatchObject({ out: 2, held: 2 });
+    log('web', 4, 5);
+    answerAll();
+    expect(delivered.map((d) => d.data)).toEqual([...seq('web', 0, 4), ...seq('web', 2, 5)]);
+  });
+
+  it('a target found dying is not judged against the next generation (kill -9: never sent twice)', () => {
+    const { outbox, writer, vacancy, calls, counters, answerAll, log, tick } = setup();
+    writer.set('web', 0);
+    log('web', 0, 1);
+    tick(5);
+    answerAll();
+    vacancy.set(0, { kind: 'exited', pid: 1000 });
+    log('web', 1, 2);
+    vacancy.delete(0);
+    outbox.revive(0, Math.floor(tick(0)) - 2);
+    expect(calls).toEqual(['vacated 0 exited']);
+    expect(counters).toMatchObject({ out: 1, held: 1 });
+  });
+
+  it('relays go out per target, a fresh object each, and are never held', () => {
+    const { outbox, pending, counters, answerAll } = setup();
+    const data = { n: 1 };
+    outbox.pushRelay([4, 5], 'chat', data);
+    expect(pending.map((p) => [p.pmId, p.topic, p.data])).toEqual([
+      [4, 'chat', data],
+      [5, 'chat', data],
+    ]);
+    answerAll();
+    expect(counters).toMatchObject({ relayed: 2, held: 0 });
+    expect(outbox.appKeys().next().done).toBe(true);
+  });
+
+  it('past the memory bound without a spool, the app\'s oldest go; dropApp and takeMemoryHeld empty it', () => {
+    const { outbox, calls, counters, log } = setup({ bufferBytes: 3 * (6 + 80) });
+    log('web', 0, 5);
+    expect(calls).toEqual(['overflow web 1 memory', 'overflow web 1 memory']);
+    expect(counters).toMatchObject({ held: 3, dropped: 2 });
+    expect(outbox.takeMemoryHeld()).toEqual({ web: seq('web', 2, 5).map((data) => ({ topic: 'log4js:message', data })) });
+    expect(outbox.heldBytes).toBe(0);
+    log('web', 5, 7);
+    expect(outbox.dropApp('web')).toBe(2);
+    expect(counters).toMatchObject({ held: 0, dropped: 4 });
+    expect(outbox.has('web')).toBe(false);
+  });
+
+  it('a send refused inside the call itself (the send guard) takes the target out of service after one try; nothing is lost', () => {
+    let tries = 0;
+    let writer: number | undefined = 1;
+    const refused: number[] = [];
+    const counters = newCounters();
+    const outbox = new Outbox({
+      send: (_pmId, _topic, _data, done) => {
+        tries++;
+        if (tries > 100) throw new Error('the outbox kept sending to a refused target');
+        done(new Error('Process with ID <1> offline'));
+      },
+      writers: {
+        writerOf: () => writer,
+        generationOf: () => 1,
+        vacancy: () => undefined,
+        forkedSince: () => undefined,
+        vacated: () => {},
+        refused: (pmId) => {
+          refused.push(pmId);
+          writer = undefined; // what the writer table does: out of service
+        },
+      },
+      events: { overflow: () => {} },
+      now: () => 0,
+      counters,
+      bufferBytes: 1 << 20,
+      maxInflight: 1,
+    });
+    for (let i = 0; i < 5; i++) outbox.pushLog('app', { topic: 'log4js:message', data: `line ${i}` } as OutPacket);
+    expect(tries).toBe(1);
+    expect(refused).toEqual([1]);
+    expect(outbox.held('app')).toBe(5);
+    expect(counters.dropped).toBe(0);
+  });
+});
