@@ -3,6 +3,7 @@
  * (where a packet goes), the outbox (ordered, bounded delivery) and the reporter (what the
  * operator reads). Talks to PM2 only through the `Pm2Client` interface.
  */
+import { BatchWatch } from './batch'; // issue 12
 import type { Settings } from './config';
 import { electWriter, type Election } from './election';
 import { EXITED, newCounters, Outbox, type AppQueue, type Counters, type OutPacket } from './outbox';
@@ -99,6 +100,7 @@ export class Relay {
   /** The configured log topics, so a held packet shares one topic string. */
   readonly #topicOf = new Map<string, string>();
   readonly #spool: Spool | undefined;
+  readonly #batches: BatchWatch; // issue 12
   #reconcileTimer: unknown = undefined;
   #reconciling: Promise<void> | undefined;
   #started = false;
@@ -117,6 +119,7 @@ export class Relay {
     this.#newcomers = opts.newcomers ?? daemonChildren();
     this.#spool = opts.spool;
     for (const t of this.#topics) this.#topicOf.set(t, t);
+    this.#batches = new BatchWatch({ counters: this.counters, warn: (l) => this.#reporter.warn(l), count: (w, n) => this.#reporter.count(w, n) }); // issue 12
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
@@ -204,6 +207,7 @@ export class Relay {
             this.#reporter.diagnose(r.appKey, 'fork-mode', () => `log packets come from pm_id=${sender.pmId}, a fork-mode process. log4js's pm2 mode is meant for cluster mode: start the app with exec_mode: 'cluster', or use disableClustering: true in log4js for a single fork instance.`);
           }
         }
+        this.#batches.seen(raw.topic, raw.data); // issue 12: count records, notice unknown shapes
         this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
         return;
       }
