@@ -267,3 +267,36 @@ describe('module: a batch through the relay (issue 12)', () => {
     relay.stop();
   });
 });
+
+describe('winston writer: batches and a full inner transport', () => {
+  it("waits for an inner transport's drain instead of piling records on it (every line written, in order)", async () => {
+    const winston = (await import('winston')).default;
+    const { IntercomTransport, toWire } = await import('../../client/winston');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-batch-unit-'));
+    dirs.push(dir);
+    const file = path.join(dir, 'w.log');
+    const p = sender(pm2Home({ batch: 1 }), 0);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    const t = new IntercomTransport({ process: asProc(p), transports: () => [new winston.transports.File({ filename: file, format: winston.format.printf((i) => String(i.message)) })] });
+    const MESSAGE = Symbol.for('message');
+    let seq = 0;
+    let maxDrainListeners = 0;
+    for (let k = 0; k < 160; k++) {
+      const b = [];
+      for (let i = 0; i < 250; i++, seq++) b.push(toWire({ level: 'info', message: `line ${seq}`, [MESSAGE]: `line ${seq}` }));
+      p.deliver({ topic: LOG_TOPIC, data: { ch: 'winston', b } });
+      // winston's File transport adds a 'drain' listener per record it is handed while full.
+      const stream = (t.inner()[0] as unknown as { _stream?: EventEmitter })._stream;
+      maxDrainListeners = Math.max(maxDrainListeners, stream?.listenerCount('drain') ?? 0);
+      if (k % 4 === 3) await new Promise((r) => setImmediate(r)); // as IPC delivers them: a few per turn
+    }
+    await t.shutdown({ quietMs: 10, timeoutMs: 5000, endTimeoutMs: 10000 });
+    process.removeListener('warning', onWarning);
+    const lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    expect(lines).toEqual(Array.from({ length: 40000 }, (_, i) => `line ${i}`));
+    expect(warnings).not.toContain('MaxListenersExceededWarning');
+    expect(maxDrainListeners).toBeLessThan(20);
+  });
+});
