@@ -209,7 +209,10 @@ function rowDirs(sandboxWork, key) {
 }
 
 function appEnv(dirs, mode) {
-  return { BENCH_MODE: mode, BENCH_CONTROL: dirs.control, BENCH_REPORTS: dirs.reports, BENCH_LOG_FILE: dirs.logFile };
+  const batch = {};
+  // The client's batch bounds for rows p, w, l (default: the client's own defaults).
+  for (const k of ['BENCH_BATCH_MS', 'BENCH_BATCH_BYTES']) if (process.env[k]) batch[k] = process.env[k];
+  return { BENCH_MODE: mode, BENCH_CONTROL: dirs.control, BENCH_REPORTS: dirs.reports, BENCH_LOG_FILE: dirs.logFile, ...batch };
 }
 
 /** Row (a): node cluster primary + workers, no PM2. */
@@ -742,7 +745,8 @@ function targets(rows) {
     out.push({ key, label: b.label, checks: checks.map(([what, ok, figure]) => ({ what, ok, figure })) });
   }
   // Issue 12: the client's batched path against native cluster logging.
-  const batchMs = 10; // DEFAULT_BATCH_MAX_MS of client/index.ts
+  // The client's time bound (BENCH_BATCH_MS, else its default, from the build this bench packed).
+  const batchMs = Number(process.env.BENCH_BATCH_MS) || require(path.join(ROOT, 'dist', 'client', 'index.js')).DEFAULT_BATCH_MAX_MS;
   for (const key of ['p', 'w', 'l']) {
     const b = rows.find((r) => r.key === key);
     if (!b) continue;

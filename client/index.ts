@@ -81,7 +81,7 @@ export interface ClientOptions {
 
 /** Batch defaults (measured on the 2-core machine; see the README, "Batches"). */
 export const DEFAULT_BATCH_MAX_BYTES = 32 * 1024;
-export const DEFAULT_BATCH_MAX_MS = 10;
+export const DEFAULT_BATCH_MAX_MS = 20;
 /** The batch format this client sends, and the least a module must accept for it. */
 export const BATCH_FORMAT = 1;
 /** How often (ms) a sender reads again what the installed module accepts (an upgrade or downgrade). */
@@ -241,7 +241,7 @@ export interface ChannelOptions extends ClientOptions {
   batchMaxBytes?: number;
   /**
    * ...or this many ms after the first record of a batch, whichever comes first: at most this much
-   * latency is added. `0`: at the end of the current event-loop turn. @default 10
+   * latency is added. `0`: at the end of the current event-loop turn. @default 20
    */
   batchMaxMs?: number;
   /**

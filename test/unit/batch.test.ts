@@ -73,14 +73,14 @@ describe('client: batches', () => {
     expect(moduleBatchFormat(undefined)).toBe(0);
   });
 
-  it("gathers one turn's records into one packet, sent after batchMaxMs, in order", async () => {
+  it("gathers one turn's records into one packet, sent batchMaxMs (20) after the first, in order", async () => {
     vi.useFakeTimers();
     const p = sender(pm2Home({ batch: 1 }));
     const ch = openChannel(() => {}, { process: asProc(p), channel: 'app' });
     for (let i = 0; i < 5; i++) ch.send({ seq: i });
     ch.send(undefined as never);
     expect(p.logPackets()).toEqual([]);
-    vi.advanceTimersByTime(9);
+    vi.advanceTimersByTime(19);
     expect(p.logPackets()).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(p.logPackets()).toEqual([{ topic: LOG_TOPIC, data: { ch: 'app', b: [{ seq: 0 }, { seq: 1 }, { seq: 2 }, { seq: 3 }, { seq: 4 }, null] } }]);
@@ -100,7 +100,7 @@ describe('client: batches', () => {
     expect(p.logPackets().map((x) => x.data.b.length)).toEqual([3, 3, 1, 1]);
     expect(p.logPackets()[3].data.b[0]).toBe(big);
     ch.send('after');
-    vi.advanceTimersByTime(10);
+    vi.advanceTimersByTime(20);
     expect(p.logPackets().map((x) => x.data.b)).toHaveLength(5);
     expect(p.logPackets().flatMap((x) => x.data.b)).toEqual([...Array(7).fill(line), big, 'after']);
   });
