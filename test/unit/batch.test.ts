@@ -300,3 +300,24 @@ describe('winston writer: batches and a full inner transport', () => {
     expect(maxDrainListeners).toBeLessThan(20);
   });
 });
+
+describe('module: a batch in the spool (issue 12)', () => {
+  it('goes to disk and comes back whole, in order with single records', async () => {
+    const { Spool } = await import('../../lib/spool');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-batch-unit-'));
+    dirs.push(dir);
+    const spool = new Spool({ dir, maxBytes: 1 << 20, chunkBytes: 100, segmentBytes: 2000, warn: () => {} });
+    spool.load();
+    const packets = [
+      { topic: LOG_TOPIC, data: { ch: 'pino', b: Array.from({ length: 50 }, (_, i) => `{"msg":"line ${i}"}\n`) } },
+      { topic: LOG_TOPIC, data: { ch: 'pino', r: 'single' } },
+      { topic: LOG_TOPIC, data: { ch: 'log4js:file', b: ['{"a":1}', '{"b":[null,"\\t"]}'] } },
+    ];
+    for (const p of packets) expect(spool.append('app', p)).toBe(true);
+    spool.flush();
+    const back = [];
+    for (let guard = 0; spool.has('app') && guard < 100; guard++) back.push(...spool.take('app'));
+    expect(back.map((p) => ({ topic: p.topic, data: p.data }))).toEqual(packets);
+    expect(back.map((p) => recordsOf(p))).toEqual([50, 1, 2]);
+  });
+});
