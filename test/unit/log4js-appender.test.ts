@@ -115,6 +115,21 @@ describe('pm2-scoped-intercom/log4js', () => {
     expect(got[1].categoryName).toBe('api');
   });
 
+  it('a second log4js.configure() on the writer takes the channel over (no "already open" error)', async () => {
+    const p = proc(0, home());
+    const first: unknown[] = [];
+    const second: unknown[] = [];
+    const a1 = configure({ appenders: ['f'], process: p as unknown as ProcessLike, channel: 'l4' }, {}, () => (e: LoggingEventLike) => void first.push(e.data[0]));
+    p.deliver({ topic: LOG_TOPIC, data: { ch: 'l4', b: [event('before').serialise()] } });
+    // log4js.configure() shuts the old appenders down, then creates the new ones at once.
+    const old = new Promise<void>((r) => a1.shutdown!(() => r()));
+    configure({ appenders: ['f'], process: p as unknown as ProcessLike, channel: 'l4' }, {}, () => (e: LoggingEventLike) => void second.push(e.data[0]));
+    p.deliver({ topic: LOG_TOPIC, data: { ch: 'l4', b: [event('after').serialise()] } });
+    await old;
+    expect(first).toEqual(['before']);
+    expect(second).toEqual(['after']);
+  });
+
   it('refuses a config without appenders, naming the option', () => {
     expect(() => configure({} as never, {}, () => false)).toThrow(/appenders/);
     expect(() => configure({ appenders: [] }, {}, () => false)).toThrow(/appenders/);
