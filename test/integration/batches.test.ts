@@ -116,6 +116,31 @@ describe('batches through the module: every record once, in order', () => {
     await expectModuleUnharmed();
   });
 
+  it('a packet on the client topic in a shape this module does not know: delivered as it is, counted, said once', async () => {
+    const out = path.join(sb.work, 'unknown-shape');
+    fs.mkdirSync(out, { recursive: true });
+    const before = (await sb.trigger('status')).counters.unknownFormat;
+    await sb.start([
+      { name: 'b-newer', script: path.join(FIX, 'topic-app.js'), cwd: ROOT, exec_mode: 'cluster', instances: 2, env: { TOPIC: 'pm2-scoped-intercom:log', COUNT: '20', OUT_DIR: out, START_DELAY_MS: '2500' } },
+    ]);
+    // Instance 1's 20 packets reach the writer (instance 0) unchanged; instance 0's own are the
+    // writer sending (skipped, as any writer's).
+    const writerGot = await waitFor(
+      () => {
+        const files = fs.readdirSync(out).map((f) => JSON.parse(fs.readFileSync(path.join(out, f), 'utf8')));
+        const w = files.find((x: any) => String(x.instance) === '0');
+        return w && w.received.length >= 20 ? w.received : undefined;
+      },
+      { timeoutMs: 30000, what: 'the writer of b-newer to get 20 packets' },
+    );
+    expect(writerGot.map((x: any) => x.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    const st = await sb.trigger('status');
+    expect(st.counters.unknownFormat - before).toBe(20);
+    expect(sb.moduleLog().match(/has a shape this module version does not know/g) ?? []).toHaveLength(1);
+    await sb.pm2(['delete', 'b-newer']);
+    await expectModuleUnharmed();
+  });
+
   it('pm2 set (the module restarts) mid-stream (log4js appender): the bridge carries batches, nothing lost', async () => {
     await startMidStream('b-settings');
     await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '48']);

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import log4js from 'log4js';
-import { configure, type AppenderFn, type LoggingEventLike } from '../../client/log4js';
+import { configure, fromWireEvent, toWireEvent, type AppenderFn, type LoggingEventLike } from '../../client/log4js';
 import { LOG_TOPIC, type ProcessLike } from '../../client/index';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -55,7 +55,7 @@ const proc = (instance: number, h: string) => new FakeProcess({ exec_mode: 'clus
 const event = (...data: unknown[]): LoggingEventLike => new LoggingEvent('api', levels.INFO, data, { user: 'u1' });
 
 describe('pm2-scoped-intercom/log4js', () => {
-  it('a sender batches serialised events and never creates the wrapped appenders', async () => {
+  it('a sender batches events (plain ones as their fields, others as log4js serialises them) and never creates the wrapped appenders', async () => {
     const p = proc(2, home());
     const asked: string[] = [];
     const app = configure({ appenders: ['file'], process: p as unknown as ProcessLike, channel: 'l1' }, {}, (n) => (asked.push(n), false));
@@ -69,7 +69,11 @@ describe('pm2-scoped-intercom/log4js', () => {
     const packets = p.sent.filter((x) => x.topic === LOG_TOPIC);
     expect(packets).toHaveLength(1);
     expect(packets[0].data.ch).toBe('l1');
-    const back = packets[0].data.b.map((s: string) => LoggingEvent.deserialise(s));
+    // 'one' travels as its fields; events with an object or an Error as log4js serialises them.
+    expect(packets[0].data.b[0]).toMatchObject({ c: 'api', l: 'INFO', d: ['one'], x: { user: 'u1' } });
+    expect(typeof packets[0].data.b[1].s).toBe('string');
+    expect(typeof packets[0].data.b[2].s).toBe('string');
+    const back = packets[0].data.b.map((w: unknown) => fromWireEvent(w));
     expect(back.map((e: LoggingEventLike) => e.data[0])).toEqual(['one', 'two', 'three']);
     expect(back[1].data[1]).toEqual({ n: 2 });
     expect(back[2].data[1]).toBeInstanceOf(Error);
@@ -83,7 +87,7 @@ describe('pm2-scoped-intercom/log4js', () => {
     const cyc: Record<string, unknown> = { big: 12n };
     cyc.self = cyc;
     app(event('big', cyc));
-    const e = LoggingEvent.deserialise(p.sent.find((x) => x.topic === LOG_TOPIC)!.data.b[0]);
+    const e = fromWireEvent(p.sent.find((x) => x.topic === LOG_TOPIC)!.data.b[0]) as any;
     expect(e.data[0]).toBe('big');
     expect(e.data[1]).toEqual({ big: '12', self: '[Circular]' });
   });
@@ -101,9 +105,9 @@ describe('pm2-scoped-intercom/log4js', () => {
     const app = configure({ appenders: ['file'], process: p as unknown as ProcessLike, channel: 'l3', quietMs: 50, timeoutMs: 2000 }, {}, (n) => (n === 'file' ? file : false));
     expect(p.sent.map((x) => x.topic)).toEqual(['pm2-scoped-intercom:ready']);
     app(event('own'));
-    const remote = [event('r1'), event('r2')].map((e) => e.serialise());
+    const remote = [event('r1'), event('r2', { obj: true })].map((e) => JSON.parse(JSON.stringify(toWireEvent(e))));
     p.deliver({ topic: LOG_TOPIC, data: { ch: 'l3', b: remote } });
-    p.deliver({ topic: LOG_TOPIC, data: { ch: 'l3', r: event('r3').serialise() } });
+    p.deliver({ topic: LOG_TOPIC, data: { ch: 'l3', r: event('r3').serialise() } }); // a bare serialised string is read too
     // log4js.shutdown calls every appender's shutdown at once: the wrapped one waits for ours.
     const innerDone = new Promise<void>((r) => file.shutdown!(() => r()));
     const ours = new Promise<void>((r) => app.shutdown!(() => r()));
@@ -128,6 +132,27 @@ describe('pm2-scoped-intercom/log4js', () => {
     await old;
     expect(first).toEqual(['before']);
     expect(second).toEqual(['after']);
+  });
+
+  it('the plain form keeps what a layout reads: time, level, category, data, context, pid, call site', () => {
+    const e = event('hello %s', 'world', 42, true, null) as any;
+    e.startTime = new Date(1733200000123);
+    e.fileName = '/app/x.js';
+    e.lineNumber = 12;
+    const w = JSON.parse(JSON.stringify(toWireEvent(e)));
+    expect(w.s).toBeUndefined();
+    const back = fromWireEvent(w) as any;
+    expect(back).toBeInstanceOf(LoggingEvent);
+    expect(back.startTime.getTime()).toBe(1733200000123);
+    expect(back.level).toBe(levels.INFO);
+    expect(back.categoryName).toBe('api');
+    expect(back.data).toEqual(['hello %s', 'world', 42, true, null]);
+    expect(back.context).toEqual({ user: 'u1' });
+    expect(back.pid).toBe(e.pid);
+    expect([back.fileName, back.lineNumber]).toEqual(['/app/x.js', 12]);
+    // undefined, NaN and objects take log4js's own serialisation.
+    expect(typeof toWireEvent(event(undefined) as any).s === 'string' && typeof toWireEvent(event(NaN) as any).s === 'string').toBe(true);
+    expect(fromWireEvent(JSON.parse(JSON.stringify(toWireEvent(event('n', NaN)))))!.data[1]).toBeNaN();
   });
 
   it('refuses a config without appenders, naming the option', () => {
