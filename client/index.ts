@@ -282,6 +282,8 @@ export interface Channel<T = unknown> {
    * Log one record: written here on the writer (and outside cluster mode), sent to the writer
    * otherwise. It must survive JSON (PM2 carries messages as JSON); what does not (functions,
    * symbols, cycles, BigInt, Error fields) is converted or left out. `undefined` is sent as null.
+   * In a batch it is serialised when the batch goes (up to `batchMaxMs` later): do not change it
+   * after this call.
    */
   send(record: T): void;
   /** Sends what is gathered now; resolves when every record sent so far has been handed to PM2 (sender), at once elsewhere. */
