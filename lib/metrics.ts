@@ -15,6 +15,9 @@ export interface PmxLike {
 export interface Rates {
   inPerSec: number;
   outPerSec: number;
+  /** log records (a batch counts its records). */
+  recordsInPerSec: number;
+  recordsOutPerSec: number;
 }
 
 /** Per-second rates from counter samples. */
@@ -22,14 +25,23 @@ export class RateMeter {
   #lastIn = 0;
   #lastOut = 0;
   #lastAt = 0;
-  rates: Rates = { inPerSec: 0, outPerSec: 0 };
+  #lastRecIn = 0;
+  #lastRecOut = 0;
+  rates: Rates = { inPerSec: 0, outPerSec: 0, recordsInPerSec: 0, recordsOutPerSec: 0 };
 
   sample(c: Counters, now: number): void {
     const out = c.out + c.relayed;
     if (this.#lastAt !== 0 && now > this.#lastAt) {
       const s = (now - this.#lastAt) / 1000;
-      this.rates = { inPerSec: Math.round((c.in - this.#lastIn) / s), outPerSec: Math.round((out - this.#lastOut) / s) };
+      this.rates = {
+        inPerSec: Math.round((c.in - this.#lastIn) / s),
+        outPerSec: Math.round((out - this.#lastOut) / s),
+        recordsInPerSec: Math.round((c.recordsIn - this.#lastRecIn) / s),
+        recordsOutPerSec: Math.round((c.recordsOut - this.#lastRecOut) / s),
+      };
     }
+    this.#lastRecIn = c.recordsIn;
+    this.#lastRecOut = c.recordsOut;
     this.#lastIn = c.in;
     this.#lastOut = out;
     this.#lastAt = now;
@@ -41,6 +53,8 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   const c = relay.counters;
   probe.metric({ name: 'packets in/s', value: () => meter.rates.inPerSec });
   probe.metric({ name: 'packets out/s', value: () => meter.rates.outPerSec });
+  probe.metric({ name: 'records in/s', value: () => meter.rates.recordsInPerSec });
+  probe.metric({ name: 'records out/s', value: () => meter.rates.recordsOutPerSec });
   probe.metric({ name: 'held now', value: () => c.held });
   probe.metric({ name: 'spooled now', value: () => c.spooled });
   probe.metric({ name: 'held in memory', value: () => Math.round(relay.outbox.heldBytes / 104857.6) / 10, unit: 'MB' });

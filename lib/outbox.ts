@@ -7,6 +7,7 @@
  * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
  * packet goes back to the front of its app's queue.
  */
+import { newRecordCounters, recordsOf, type RecordCounters } from './batch';
 import { createPreciseClock } from './clock';
 import { Deque } from './deque';
 import type { Spool } from './spool';
@@ -39,7 +40,7 @@ const REFILL_BELOW = 512;
 /** The one PM2 call the outbox needs. `done` must be called once per send, in send order. */
 export type SendFn = (pmId: number, topic: string, data: unknown, done: (err: Error | null) => void) => void;
 
-export interface Counters {
+export interface Counters extends RecordCounters {
   in: number;
   out: number;
   relayed: number;
@@ -53,7 +54,7 @@ export interface Counters {
 }
 
 export function newCounters(): Counters {
-  return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0 };
+  return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0, ...newRecordCounters() };
 }
 
 /** One app's log packets waiting for its writer, and what became of the others. */
@@ -475,6 +476,7 @@ export class Outbox {
     let n = 0;
     for (const [app, list] of byApp) {
       n += list.length;
+      for (const p of list) this.#counters.recordsOut -= recordsOf(p);
       app.forwarded -= list.length;
       this.#requeueFront(app, list);
     }
@@ -575,6 +577,7 @@ export class Outbox {
         this.#events.replayed?.(t.pmId, 1);
       } else {
         this.#counters.out++;
+        this.#counters.recordsOut += recordsOf(packet);
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
         if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });

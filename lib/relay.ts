@@ -6,6 +6,7 @@
  * waits). Talks to PM2 only through the `Pm2Client` interface; what it says is worded in messages.ts.
  */
 import { realTimers, type Timers } from './clock';
+import { BatchWatch } from './batch';
 import type { Settings } from './config';
 import { procLiveness, type Liveness } from './liveness';
 import * as say from './messages';
@@ -58,6 +59,7 @@ export class Relay {
   /** The configured log topics, so a held packet shares one topic string. */
   readonly #topicOf = new Map<string, string>();
   readonly #spool: Spool | undefined;
+  readonly #batches: BatchWatch;
   #reconcileTimer: unknown = undefined;
   #reconciling: Promise<void> | undefined;
   #started = false;
@@ -74,6 +76,7 @@ export class Relay {
     this.#topics = logTopicSet(opts.settings);
     this.#spool = opts.spool;
     for (const t of this.#topics) this.#topicOf.set(t, t);
+    this.#batches = new BatchWatch({ counters: this.counters, warn: (l) => this.#reporter.warn(l), count: (w, n) => this.#reporter.count(w, n) });
     this.registry = new Registry({
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
@@ -154,6 +157,7 @@ export class Relay {
             this.#reporter.diagnose(r.appKey, 'fork-mode', () => say.forkModeSender(sender.pmId));
           }
         }
+        this.#batches.seen(raw.topic, raw.data);
         this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
         return;
       }

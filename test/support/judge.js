@@ -7,6 +7,7 @@
  *   missing     sent lines not in its file (senders in `excludePids` are not counted: they died)
  *   duplicated  extra copies of a line
  *   foreign     lines of another app (or unreadable lines) in its file
+ *   outOfOrder  lines written (first copy) after a later line of the same sender
  */
 const fs = require('fs');
 const path = require('path');
@@ -37,6 +38,8 @@ function judge({ apps, reportDir, excludePids = [] }) {
     let written = 0;
     let foreign = 0;
     let duplicated = 0;
+    let outOfOrder = 0;
+    const lastSeq = new Map(); // pid -> highest seq written so far
     const text = fs.existsSync(app.file) ? fs.readFileSync(app.file, 'utf8') : '';
     for (const line of text.split('\n')) {
       if (line === '') continue;
@@ -50,6 +53,11 @@ function judge({ apps, reportDir, excludePids = [] }) {
       const n = (seen.get(key) || 0) + 1;
       seen.set(key, n);
       if (n > 1) duplicated++;
+      else {
+        const seq = Number(parts[2]);
+        if (seq < (lastSeq.get(parts[1]) ?? -1)) outOfOrder++;
+        else lastSeq.set(parts[1], seq);
+      }
     }
     let sent = 0;
     let missing = 0;
@@ -80,7 +88,7 @@ function judge({ apps, reportDir, excludePids = [] }) {
       if (m > 0) missingBySender[`${r.pid}(instance ${r.instance})`] = m;
       missing += m;
     }
-    result[app.tag] = { sent, written, missing, duplicated, foreign, senders: reports.filter((r) => r.tag === app.tag).length, missingBySender, missingRanges };
+    result[app.tag] = { sent, written, missing, duplicated, foreign, outOfOrder, senders: reports.filter((r) => r.tag === app.tag).length, missingBySender, missingRanges };
   }
   return result;
 }
