@@ -30,7 +30,9 @@ const alive = (pid: number) => {
   }
 };
 
-describe('pm2-runtime (containers)', () => {
+const EMPTY_PROC = process.env.PM2SI_EMPTY_PROC === '1';
+
+describe(`pm2-runtime (containers)${EMPTY_PROC ? ', with an empty /proc' : ''}`, () => {
   let sb: InstanceType<typeof Pm2Sandbox>;
   let runtime: ChildProcess | undefined;
   let runtimeExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -39,7 +41,7 @@ describe('pm2-runtime (containers)', () => {
   const seen = new Set<number>();
 
   beforeAll(async () => {
-    sb = Pm2Sandbox.create('pm2si-runtime-');
+    sb = Pm2Sandbox.create('pm2si-runtime-', { emptyProc: EMPTY_PROC });
     // Build time: install the module with an ordinary daemon, then stop that daemon.
     await sb.install(tarball);
     await sb.kill();
@@ -67,7 +69,11 @@ describe('pm2-runtime (containers)', () => {
     fs.writeFileSync(eco, `module.exports = ${JSON.stringify({ apps }, null, 2)};\n`);
     stdoutFile = path.join(sb.dir, 'pm2-runtime.out');
     const out = fs.openSync(stdoutFile, 'w');
-    runtime = spawn(process.execPath, [PM2_RUNTIME, 'start', eco], { cwd: sb.work, env: sb.env, stdio: ['ignore', out, out] });
+    // PM2SI_EMPTY_PROC=1: the container as macOS or a locked-down sandbox looks to the module (an
+    // empty /proc; unshare execs into pm2-runtime, so the pid is pm2-runtime's).
+    runtime = EMPTY_PROC
+      ? spawn('unshare', ['--mount', 'sh', '-c', 'mount -t tmpfs none /proc && exec "$0" "$@"', process.execPath, PM2_RUNTIME, 'start', eco], { cwd: sb.work, env: sb.env, stdio: ['ignore', out, out] })
+      : spawn(process.execPath, [PM2_RUNTIME, 'start', eco], { cwd: sb.work, env: sb.env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
     runtimeExit = new Promise((resolve) => runtime!.once('exit', (code, signal) => resolve({ code, signal })));
     seen.add(runtime.pid!);
@@ -80,6 +86,7 @@ describe('pm2-runtime (containers)', () => {
     });
     await sb.waitModuleOnline(60000);
     expect(sb.moduleLog()).toMatch(/relaying \(pm2 [\d.]+ from the daemon/);
+    if (EMPTY_PROC) expect(sb.moduleLog()).toMatch(/send guard on/);
     // The module runs inside the runtime's daemon, which is the pm2-runtime process itself.
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.pmx_module).toBe(true);
