@@ -4,7 +4,6 @@
  * writer writes a batch's records in order; the module counts records and says once what it does
  * not understand (lib/batch.ts).
  */
-import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,32 +11,16 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { approxSize, LOG_TOPIC, moduleBatchFormat, openChannel, type ProcessLike } from '../../client/index';
 import { BatchWatch, newRecordCounters, recordsOf, shapeOf } from '../../lib/batch';
 import { IntercomDestination } from '../../client/pino';
+import { FakeAppProcess } from './fakes';
 
 interface Packet {
   topic: string;
   data: any;
 }
 
-class FakeProcess extends EventEmitter {
-  readonly pid = 77;
-  readonly env: Record<string, string | undefined>;
-  readonly sent: Packet[] = [];
-  connected = true;
-  constructor(env: Record<string, string | undefined>) {
-    super();
-    this.env = env;
-  }
-  send = (message: unknown, ...rest: unknown[]): boolean => {
-    const cb = rest.find((x) => typeof x === 'function') as ((err: Error | null) => void) | undefined;
-    this.sent.push(JSON.parse(JSON.stringify(message)));
-    if (cb) setImmediate(() => cb(null));
-    return true;
-  };
-  deliver(packet: unknown): void {
-    this.emit('message', JSON.parse(JSON.stringify(packet)));
-  }
+class FakeProcess extends FakeAppProcess {
   logPackets(): Packet[] {
-    return this.sent.filter((p) => p.topic === LOG_TOPIC);
+    return this.sentOn(LOG_TOPIC);
   }
 }
 

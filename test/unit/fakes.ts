@@ -1,4 +1,5 @@
 /** Small fakes behind the module's own interfaces. */
+import { EventEmitter } from 'node:events';
 import type { Pm2Client, BusHandlers } from '../../lib/pm2-client';
 import type { Pm2Env } from '../../lib/registry';
 import type { Timers } from '../../lib/clock';
@@ -97,3 +98,29 @@ export class FakeTimers implements Timers {
 }
 
 export const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/**
+ * An app's `process` for the client: what it sends (copied through JSON, as IPC does, each send
+ * answered a turn later) and `deliver()` for what PM2 hands it.
+ */
+export class FakeAppProcess extends EventEmitter {
+  readonly pid = 77;
+  readonly sent: { topic: string; data: any }[] = [];
+  connected = true;
+  constructor(readonly env: Record<string, string | undefined>) {
+    super();
+  }
+  send = (message: unknown, ...rest: unknown[]): boolean => {
+    const cb = rest.find((x) => typeof x === 'function') as ((err: Error | null) => void) | undefined;
+    this.sent.push(JSON.parse(JSON.stringify(message)));
+    if (cb) setImmediate(() => cb(null));
+    return true;
+  };
+  deliver(packet: unknown): void {
+    this.emit('message', JSON.parse(JSON.stringify(packet)));
+  }
+  /** What it sent on `topic`. */
+  sentOn(topic: string): { topic: string; data: any }[] {
+    return this.sent.filter((p) => p.topic === topic);
+  }
+}

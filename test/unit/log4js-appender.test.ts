@@ -3,7 +3,6 @@
  * and batches them, never creating the wrapped appenders; the writer deserialises them and hands
  * them to the wrapped appenders, in order; log4js.shutdown() waits for what is on its way.
  */
-import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,29 +10,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import log4js from 'log4js';
 import { configure, fromWireEvent, toWireEvent, type AppenderFn, type LoggingEventLike } from '../../client/log4js';
 import { LOG_TOPIC, type ProcessLike } from '../../client/index';
+import { FakeAppProcess } from './fakes';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const LoggingEvent = require('log4js/lib/LoggingEvent');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const levels = require('log4js/lib/levels');
 
-class FakeProcess extends EventEmitter {
-  readonly pid = 99;
-  readonly sent: { topic: string; data: any }[] = [];
-  connected = true;
-  constructor(readonly env: Record<string, string | undefined>) {
-    super();
-  }
-  send = (message: unknown, ...rest: unknown[]): boolean => {
-    const cb = rest.find((x) => typeof x === 'function') as ((err: Error | null) => void) | undefined;
-    this.sent.push(JSON.parse(JSON.stringify(message)));
-    if (cb) setImmediate(() => cb(null));
-    return true;
-  };
-  deliver(packet: unknown): void {
-    this.emit('message', JSON.parse(JSON.stringify(packet)));
-  }
-}
+const FakeProcess = FakeAppProcess;
 
 const dirs: string[] = [];
 afterEach(() => {
