@@ -104,7 +104,10 @@ export class IntercomTransport extends winston.Transport {
     }
     const t = opts.transports;
     this.#factory = typeof t === 'function' ? t : () => t;
-    this.channel = openChannel<WireInfo>((wire) => this.#write(fromWire(wire)), { ...opts, channel: opts.channel ?? 'winston' });
+    // Batches are opt-in here (`batch: 'auto'`): a batch hands the writer's File transport hundreds
+    // of records at once, and winston's File transport with `maxsize` can stop writing when it
+    // rotates while its stream is full (winston PR #1318, issue #2354): seen once in three CI runs.
+    this.channel = openChannel<WireInfo>((wire) => this.#write(fromWire(wire)), { ...opts, batch: opts.batch ?? false, channel: opts.channel ?? 'winston' });
     // A writer opens its files now, not at the first record.
     if (this.channel.isWriter) this.inner();
   }

@@ -36,8 +36,8 @@ describe('batches through the module: every record once, in order', () => {
   const app = (name: string, fixture: string, o: { lines?: number; rate?: number; env?: Record<string, string> } = {}) =>
     logApp(sb.work, { name, instances: 4, lines: o.lines ?? LINES, rate: o.rate ?? RATE, env: o.env, extra: { script: path.join(FIX, fixture), kill_timeout: 5000 } });
 
-  async function startMidStream(name: string, fixture = 'log4js-appender-app.js') {
-    await sb.start([app(name, fixture)]);
+  async function startMidStream(name: string, fixture = 'log4js-appender-app.js', env?: Record<string, string>) {
+    await sb.start([app(name, fixture, { env })]);
     await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES, { timeoutMs: 60000, what: `${name} to be mid-stream` });
     return writerProc(sb, name);
   }
@@ -52,7 +52,7 @@ describe('batches through the module: every record once, in order', () => {
     const names = { p: 'b-pino', w: 'b-winston', l: 'b-log4js' };
     await sb.start([
       app(names.p, 'pino-app.js', { lines: 3000, rate: 0, env: { BIG_EVERY: '97' } }),
-      app(names.w, 'winston-app.js', { lines: 3000, rate: 0 }),
+      app(names.w, 'winston-app.js', { lines: 3000, rate: 0, env: { BATCH: 'auto' } }),
       app(names.l, 'log4js-appender-app.js', { lines: 3000, rate: 0, env: { NONJSON_EVERY: '50' } }),
     ]);
     for (const name of Object.values(names)) {
@@ -105,7 +105,7 @@ describe('batches through the module: every record once, in order', () => {
   });
 
   it('pm2 reload <app> mid-stream (winston): at most the one batch in flight at the swap in doubt', async () => {
-    await startMidStream('b-reloaded', 'winston-app.js');
+    await startMidStream('b-reloaded', 'winston-app.js', { BATCH: 'auto' });
     await sb.pm2(['reload', 'b-reloaded']);
     const r = await settleAndJudge(sb, 'b-reloaded');
     expect(r).toMatchObject({ foreign: 0, outOfOrder: 0 });
