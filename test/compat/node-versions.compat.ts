@@ -46,7 +46,16 @@ function sandboxOn(version: string, prefix: string, env: Record<string, string> 
 async function expectAllOn(sb: Sandbox, version: string, names?: string[]) {
   const bin = fs.realpathSync(nodeBin(version));
   expect(fs.realpathSync(exeOf(daemonPid(sb)))).toBe(bin);
-  const procs = ((await sb.jlist()) as Proc[]).filter((p) => p.name === MODULE || !names || names.includes(p.name));
+  const listed = async () => ((await sb.jlist()) as Proc[]).filter((p) => p.name === MODULE || !names || names.includes(p.name));
+  // A process reports its node_version in a message of its own once it runs, which can come after
+  // PM2 says it is online (seen: undefined for one of 9 on a loaded machine): wait for it, bounded.
+  const procs = await waitFor(
+    async () => {
+      const list = await listed();
+      return list.length > 0 && list.every((p) => p.pm2_env.status !== 'online' || p.pm2_env.node_version !== undefined) ? list : undefined;
+    },
+    { timeoutMs: 20000, every: 200, what: 'every online process to report its node_version' },
+  );
   expect(procs.length).toBeGreaterThan(0);
   for (const p of procs.filter((x) => x.pm2_env.status === 'online')) {
     expect(fs.realpathSync(exeOf(p.pid)), `${p.name} pid ${p.pid}`).toBe(bin);
