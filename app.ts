@@ -2,13 +2,12 @@
  * The entry PM2 runs: read settings, connect to PM2, wire the parts, shut down cleanly on
  * SIGINT/SIGTERM (deliver what can be delivered, keep what is still held for the next run).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
 import { Handover } from './lib/handover';
 import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/messages';
 import type { OutPacket } from './lib/outbox';
-import { NO_LIVENESS, procLiveness, procReadable } from './lib/liveness';
+import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/liveness';
 import { daemonChildren, NO_NEWCOMERS } from './lib/newcomers';
 import { createPm2Client } from './lib/pm2-client';
 import { guardSends } from './lib/send-guard';
@@ -136,14 +135,6 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 }
 
-function readable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.R_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 // A bug in one packet's path must not take the relay down (its restart loses what the bus
 // carries meanwhile): say it and carry on, unless errors keep coming.

@@ -55,14 +55,19 @@ export function dyingOrDead(buf: Buffer, n: number): boolean {
 /** Where /proc cannot be read (or `proc_checks=off`): every process counts as alive. */
 export const NO_LIVENESS: Liveness = Object.freeze({ isAlive: () => true, forget: () => {} });
 
-/** Can this machine's /proc tell whether a process is dying? */
-export function procReadable(procRoot = '/proc'): boolean {
+/** Can this process read `file`? */
+export function readable(file: string): boolean {
   try {
-    fs.accessSync(`${procRoot}/self/stat`, fs.constants.R_OK);
+    fs.accessSync(file, fs.constants.R_OK);
     return true;
   } catch {
     return false;
   }
+}
+
+/** Can this machine's /proc tell whether a process is dying? */
+export function procReadable(procRoot = '/proc'): boolean {
+  return readable(`${procRoot}/self/stat`);
 }
 
 export function procLiveness(procRoot = '/proc'): Liveness {

@@ -154,8 +154,6 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
 
   return {
     ...client,
-    version: client.version,
-    source: client.source,
     send,
     subscribe: (handlers: BusHandlers) =>
       client.subscribe({
