@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
+import { unreadBudget } from './lib/backlog';
 import { Handover } from './lib/handover';
 import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/messages';
 import type { OutPacket } from './lib/outbox';
@@ -71,6 +72,8 @@ async function main(): Promise<void> {
     knownInstanceVars: saved.instanceVars,
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
     spool,
+    // A writer's unread backlog is bounded where /proc tells when it has read it (backlog.ts).
+    unreadBudget: useProc ? unreadBudget() : 0,
   });
   const handover = new Handover({ dir, legacy, log, warn });
   await relay.start({ spool: saved.held, wrap: handover.gate });

@@ -21,6 +21,11 @@ import fs from 'node:fs';
 
 export interface Liveness {
   isAlive(pid: number): boolean;
+  /**
+   * Is the process idle, waiting for input, so it has read everything written into its IPC pipe
+   * before now? Absent, or where it cannot be told: true (nothing to pace by).
+   */
+  idle?(pid: number): boolean;
   forget(pid: number): void;
 }
 
@@ -52,6 +57,24 @@ export function dyingOrDead(buf: Buffer, n: number): boolean {
   return (flags & PF_EXITING) !== 0 || (pending & SIGKILL_BIT) !== 0;
 }
 
+/** The state letter of /proc/<pid>/stat ('R', 'S', 'D', 'T', 'Z', ...). */
+export function stateOf(buf: Buffer, n: number): string {
+  return String.fromCharCode(buf[buf.lastIndexOf(0x29, n - 1) + 2]);
+}
+
+/**
+ * Idle, from /proc/<pid>/stat's state and /proc/<pid>/wchan: sleeping ('S') in epoll, i.e. in its
+ * event loop's wait with nothing readable (a readable IPC pipe would have woken it: its state would
+ * be 'R' and its wchan "0"). A sleep elsewhere (a lock during garbage collection) is not idle.
+ * Where the kernel hides wchan (unreadable, or always "0"), sleeping counts as idle. Where it shows
+ * it, "0" means the process woke between the two reads: not idle.
+ */
+export function idleFrom(state: string, wchan: string | undefined, wchanShown: boolean): boolean {
+  if (state !== 'S') return false;
+  if (wchan === undefined || wchan === '' || (wchan === '0' && !wchanShown)) return true;
+  return wchan.includes('epoll') || wchan.includes('ep_poll');
+}
+
 /** Where /proc cannot be read (or `proc_checks=off`): every process counts as alive. */
 export const NO_LIVENESS: Liveness = Object.freeze({ isAlive: () => true, forget: () => {} });
 
@@ -73,15 +96,43 @@ export function procReadable(procRoot = '/proc'): boolean {
 export function procLiveness(procRoot = '/proc'): Liveness {
   if (!procReadable(procRoot)) return NO_LIVENESS;
   const fds = new Map<number, number>();
+  const wchans = new Map<number, number | null>();
+  /** Whether this kernel shows wait channels (some hide them: always "0"). */
+  let wchanShown = false;
   const buf = Buffer.alloc(1024);
-  const forget = (pid: number): void => {
-    const fd = fds.get(pid);
-    if (fd === undefined) return;
-    fds.delete(pid);
+  const close = (fd: number | null | undefined): void => {
+    if (fd === undefined || fd === null) return;
     try {
       fs.closeSync(fd);
     } catch {
       /* already closed */
+    }
+  };
+  const forget = (pid: number): void => {
+    close(fds.get(pid));
+    fds.delete(pid);
+    close(wchans.get(pid));
+    wchans.delete(pid);
+  };
+  /** What /proc/<pid>/wchan says (undefined: cannot be read). */
+  const wchanOf = (pid: number): string | undefined => {
+    let fd = wchans.get(pid);
+    if (fd === undefined) {
+      try {
+        fd = fs.openSync(`${procRoot}/${pid}/wchan`, 'r');
+      } catch {
+        fd = null;
+      }
+      wchans.set(pid, fd);
+    }
+    if (fd === null) return undefined;
+    try {
+      const n = fs.readSync(fd, buf, 0, 64, 0);
+      const w = buf.toString('latin1', 0, n).trim();
+      if (w !== '' && w !== '0') wchanShown = true;
+      return w;
+    } catch {
+      return undefined;
     }
   };
   return {
@@ -112,6 +163,19 @@ export function procLiveness(procRoot = '/proc'): Liveness {
         return false;
       }
       return true;
+    },
+    idle(pid) {
+      const fd = fds.get(pid);
+      if (fd === undefined) return true;
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, 0, buf.length, 0);
+      } catch {
+        return true; // gone: the liveness check says so before the next send
+      }
+      if (n === 0) return true;
+      const state = stateOf(buf, n);
+      return state === 'S' ? idleFrom(state, wchanOf(pid), wchanShown) : false;
     },
     forget,
   };

@@ -60,6 +60,8 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'held in memory', value: () => Math.round(relay.outbox.heldBytes / 104857.6) / 10, unit: 'MB' });
   probe.metric({ name: 'dropped total', value: () => c.dropped });
   probe.metric({ name: 'malformed total', value: () => c.malformed });
+  // Sending paused until a writer had read what it was handed (backlog.ts).
+  probe.metric({ name: 'waits for writers', value: () => c.paced });
   probe.metric({ name: 'apps tracked', value: () => relay.status().length });
   probe.metric({ name: 'apps without writer', value: () => relay.appsWithoutWriter() });
 }

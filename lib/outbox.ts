@@ -7,8 +7,9 @@
  * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
  * packet goes back to the front of its app's queue.
  */
+import { Backlog, pipeCost } from './backlog';
 import { newRecordCounters, recordsOf, type RecordCounters } from './batch';
-import { createPreciseClock } from './clock';
+import { createPreciseClock, realTimers, type Timers } from './clock';
 import { Deque } from './deque';
 import type { Spool } from './spool';
 import type { SendGate } from './writers';
@@ -51,10 +52,12 @@ export interface Counters extends RecordCounters {
   dropped: number;
   malformed: number;
   sendErrors: number;
+  /** Times sending to a writer paused until it had read its backlog (backlog.ts). */
+  paced: number;
 }
 
 export function newCounters(): Counters {
-  return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0, ...newRecordCounters() };
+  return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0, paced: 0, ...newRecordCounters() };
 }
 
 /** One app's log packets waiting for its writer, and what became of the others. */
@@ -81,6 +84,8 @@ interface Sent {
   readonly packet: OutPacket;
   readonly app: AppQueue | null;
   readonly sentAt: number;
+  /** What it takes in the target's pipe (backlog.ts); 0 when not counted. */
+  readonly cost: number;
 }
 
 /**
@@ -105,6 +110,10 @@ interface Target {
   readonly sent: Deque<Sent>;
   readonly recent: Deque<Recent>;
   readonly relays: Deque<OutPacket>;
+  /** What the process may not have read yet (backlog.ts). */
+  readonly backlog: Backlog;
+  /** Armed while sends wait for the process to read its backlog. */
+  paceTimer: unknown;
   readonly done: (err: Error | null) => void;
   /** Set after a failed send, when found vacated, or when detached: nothing more goes to it. */
   broken: boolean;
@@ -189,6 +198,13 @@ export interface OutboxOptions {
   /** Where held packets go past `bufferBytes`; without one (or when it fails) they are dropped. */
   spool?: Spool;
   maxInflight: number;
+  /**
+   * Bound on what a writer may have unread in its pipe, in bytes as `pipeCost` counts them
+   * (backlog.ts). 0: unbounded.
+   */
+  unreadBudget?: number;
+  /** For the short waits while a writer reads its backlog. @default realTimers */
+  timers?: Timers;
 }
 
 export class Outbox {
@@ -199,6 +215,8 @@ export class Outbox {
   readonly #events: OutboxEvents;
   readonly #counters: Counters;
   readonly #clock: () => number;
+  readonly #budget: number;
+  readonly #timers: Timers;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
 
@@ -208,6 +226,8 @@ export class Outbox {
     this.#events = opts.events;
     this.#counters = opts.counters;
     this.#clock = opts.preciseNow ?? createPreciseClock();
+    this.#budget = opts.unreadBudget ?? 0;
+    this.#timers = opts.timers ?? realTimers;
   }
 
   /** Whether the outbox has packets (held, in flight, or delivered) of this app. */
@@ -395,14 +415,36 @@ export class Outbox {
     const max = this.#opts.maxInflight;
     while (!t.broken && t.inflight < max && inMemory(a) > 0) {
       if (!this.#alive(t)) return;
+      const cost = this.#budget > 0 ? pipeCost((a.retry.size > 0 ? a.retry.peek() : a.queue.peek()) as OutPacket) : 0;
+      if (cost > 0 && !this.#roomFor(t, cost)) return;
       const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
       this.#counters.held--;
       this.#bytes -= packet.bytes ?? 0;
       if (inMemory(a) < REFILL_BELOW) this.#refill(a);
       a.inflight++;
       a.inflightTarget = writer;
-      this.#sendOne(t, packet, a);
+      this.#sendOne(t, packet, a, cost);
     }
+  }
+
+  /**
+   * Is there room in the writer's pipe for this much more? If not, and it is not idle now (so it
+   * has not read what it was handed), its apps wait a millisecond and try again.
+   */
+  #roomFor(t: Target, cost: number): boolean {
+    if (t.backlog.hasRoom(cost, this.#budget)) return true;
+    if (this.#writers.caughtUp(t.pmId)) {
+      t.backlog.caughtUp();
+      if (t.backlog.hasRoom(cost, this.#budget)) return true;
+    }
+    if (t.paceTimer === undefined) {
+      this.#counters.paced++;
+      t.paceTimer = this.#timers.setTimeout(() => {
+        t.paceTimer = undefined;
+        if (!t.broken) this.#pumpAppsOf(t);
+      }, 1);
+    }
+    return false;
   }
 
   /**
@@ -517,6 +559,8 @@ export class Outbox {
         sent: new Deque(),
         recent: new Deque(),
         relays: new Deque(),
+        backlog: new Backlog(),
+        paceTimer: undefined,
         done: (err) => this.#onDone(created, err),
         broken: false,
         died: false,
@@ -529,9 +573,10 @@ export class Outbox {
     return t;
   }
 
-  #sendOne(t: Target, packet: OutPacket, app: AppQueue | null): void {
+  #sendOne(t: Target, packet: OutPacket, app: AppQueue | null, cost = 0): void {
     t.inflight++;
-    t.sent.push({ packet, app, sentAt: this.#preciseNow() });
+    if (cost > 0) t.backlog.sent(cost);
+    t.sent.push({ packet, app, sentAt: this.#preciseNow(), cost });
     this.#opts.send(t.pmId, packet.topic, packet.data, t.done);
   }
 
@@ -545,8 +590,9 @@ export class Outbox {
 
   #onDone(t: Target, err: Error | null): void {
     t.inflight--;
-    const { packet, app, sentAt } = t.sent.shift() as Sent;
+    const { packet, app, sentAt, cost } = t.sent.shift() as Sent;
     const answeredAt = this.#preciseNow();
+    if (cost > 0) t.backlog.answered(cost, !err);
     // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
     // by now (the swap and the fork are one step of the daemon). Asked only when it matters: an
     // answer slow enough for a swap to fit between the send and the answer.
@@ -594,6 +640,10 @@ export class Outbox {
   /** Other apps whose writer is this target may have waited for a free slot. */
   #pumpWaiting(t: Target): void {
     if (t.inflight >= this.#opts.maxInflight || this.#apps.size <= 1) return;
+    this.#pumpAppsOf(t);
+  }
+
+  #pumpAppsOf(t: Target): void {
     for (const a of this.#apps.values()) {
       if (this.held(a.key) > 0 && this.#writers.writerOf(a.key) === t.pmId) this.#pump(a);
     }

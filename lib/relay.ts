@@ -38,6 +38,8 @@ export interface RelayOptions {
   newcomers?: Newcomers;
   /** Where held packets go past `buffer_mb` (loaded already). None: they are dropped. */
   spool?: Spool;
+  /** Bound on a writer's unread backlog (backlog.ts), bytes. @default 0 (unbounded) */
+  unreadBudget?: number;
 }
 
 /** How long an app may hold packets before the module says why (ms). */
@@ -111,6 +113,8 @@ export class Relay {
       bufferBytes: opts.settings.buffer_mb * 1048576,
       spool: opts.spool,
       maxInflight: opts.settings.max_inflight,
+      unreadBudget: opts.unreadBudget,
+      timers: this.#timers,
     });
     this.writers.deliverTo(this.outbox);
   }

@@ -30,6 +30,11 @@ export interface SendGate {
    * send to? false: no, so PM2 handled the send before any reload swapped it; undefined: unknown.
    */
   forkedSince(pmId: number): boolean | undefined;
+  /**
+   * Asked when a writer's unread backlog is at its bound (backlog.ts): is the process idle in its
+   * event loop now, so it has read everything PM2 wrote into its pipe before?
+   */
+  caughtUp(pmId: number): boolean;
   /** A target was found vacated before a send: nothing more goes to it; its app's packets wait. */
   vacated(pmId: number, v: Vacancy): void;
   /** PM2 refused a send to this process: nothing more goes to it; its app's packets wait. */
@@ -102,6 +107,11 @@ export class Writers implements SendGate {
     if (!this.#liveness.isAlive(proc.pid)) return { kind: 'exited', pid: proc.pid };
     const newPid = this.#newcomers.after(pmId, proc.pid);
     return newPid === undefined ? undefined : { kind: 'replaced', pid: proc.pid, newPid };
+  }
+
+  caughtUp(pmId: number): boolean {
+    const proc = this.#registry.process(pmId);
+    return proc === undefined || (this.#liveness.idle?.(proc.pid) ?? true);
   }
 
   forkedSince(pmId: number): boolean | undefined {

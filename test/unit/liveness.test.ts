@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dyingOrDead, procLiveness } from '../../lib/liveness';
+import { dyingOrDead, idleFrom, procLiveness } from '../../lib/liveness';
 import { DEFAULTS, type Settings } from '../../lib/config';
 import { Relay } from '../../lib/relay';
 import { Reporter } from '../../lib/reporter';
@@ -40,6 +40,40 @@ describe('procLiveness', () => {
     expect(live.isAlive(13)).toBe(false); // no such process
     expect(live.isAlive(0)).toBe(true); // unknown pid: nothing to go by
     fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('idle: a real child waiting in its event loop is idle; one busy in JS or stopped is not', async () => {
+    const live = procLiveness();
+    const waiting = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    const busy = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+    try {
+      await Promise.all([waiting, busy].map((c) => new Promise((r) => c.once('spawn', r))));
+      expect(live.isAlive(waiting.pid!)).toBe(true);
+      expect(live.isAlive(busy.pid!)).toBe(true);
+      // Bounded: a child that has not reached its loop yet is starting up, i.e. not idle.
+      const deadline = Date.now() + 10_000;
+      while (!live.idle!(waiting.pid!) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(live.idle!(waiting.pid!)).toBe(true);
+      expect(live.idle!(busy.pid!)).toBe(false);
+      waiting.kill('SIGSTOP');
+      const stoppedBy = Date.now() + 10_000;
+      while (live.idle!(waiting.pid!) && Date.now() < stoppedBy) await new Promise((r) => setTimeout(r, 5));
+      expect(live.idle!(waiting.pid!)).toBe(false); // 'T': it reads nothing until continued
+    } finally {
+      waiting.kill('SIGKILL');
+      busy.kill('SIGKILL');
+    }
+  });
+
+  it('idleFrom: sleeping in epoll is idle; sleeping elsewhere, running or woken between two reads is not', () => {
+    expect(idleFrom('S', 'do_epoll_wait', true)).toBe(true);
+    expect(idleFrom('S', 'ep_poll', true)).toBe(true);
+    expect(idleFrom('S', 'futex_wait_queue', true)).toBe(false); // a lock during GC: may have input unread
+    expect(idleFrom('S', '0', true)).toBe(false); // woke up between the stat and wchan reads
+    expect(idleFrom('R', 'do_epoll_wait', true)).toBe(false);
+    expect(idleFrom('S', '0', false)).toBe(true); // a kernel that hides wait channels: the state alone
+    expect(idleFrom('S', undefined, false)).toBe(true);
+    expect(idleFrom('D', undefined, false)).toBe(false);
   });
 });
 

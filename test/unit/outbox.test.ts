@@ -4,20 +4,28 @@
  * replays after a new generation, relays and the memory bound.
  */
 import { describe, expect, it } from 'vitest';
+import { pipeCost } from '../../lib/backlog';
 import { newCounters, Outbox, type OutPacket } from '../../lib/outbox';
 import type { SendGate, Vacancy } from '../../lib/writers';
+import { FakeTimers } from './fakes';
 
-function setup(opts: { maxInflight?: number; bufferBytes?: number } = {}) {
+function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?: number } = {}) {
   let clock = 1_000_000;
   const writer = new Map<string, number | undefined>();
   const generation = new Map<number, number>();
   const vacancy = new Map<number, Vacancy>();
   const calls: string[] = [];
+  const idle = { now: true, asked: 0 };
+  const timers = new FakeTimers();
   const gate: SendGate = {
     writerOf: (key) => writer.get(key),
     generationOf: (pmId) => generation.get(pmId) ?? 0,
     vacancy: (pmId) => vacancy.get(pmId),
     forkedSince: () => undefined,
+    caughtUp: () => {
+      idle.asked++;
+      return idle.now;
+    },
     vacated: (pmId, v) => calls.push(`vacated ${pmId} ${v.kind}`),
     refused: (pmId, err) => calls.push(`refused ${pmId} ${err.message}`),
   };
@@ -37,6 +45,8 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number } = {}) {
     counters,
     bufferBytes: opts.bufferBytes ?? 1 << 20,
     maxInflight: opts.maxInflight ?? 1,
+    unreadBudget: opts.unreadBudget,
+    timers,
   });
   /** Answer the oldest `n` sends (PM2 answers in send order). */
   const answer = (n = Infinity, err: Error | null = null) => {
@@ -53,7 +63,7 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number } = {}) {
     for (let i = from; i < to; i++) outbox.pushLog(key, { topic: 'log4js:message', data: `${key}-${i}` } as OutPacket);
   };
   const tick = (ms: number) => (clock += ms);
-  return { outbox, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick };
+  return { outbox, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick, idle, timers };
 }
 
 const seq = (key: string, from: number, to: number) => Array.from({ length: to - from }, (_, i) => `${key}-${from + i}`);
@@ -184,6 +194,7 @@ describe('Outbox', () => {
         generationOf: () => 1,
         vacancy: () => undefined,
         forkedSince: () => undefined,
+        caughtUp: () => true,
         vacated: () => {},
         refused: (pmId) => {
           refused.push(pmId);
@@ -201,5 +212,66 @@ describe('Outbox', () => {
     expect(refused).toEqual([1]);
     expect(outbox.held('app')).toBe(5);
     expect(counters.dropped).toBe(0);
+  });
+
+  describe('a writer\'s unread backlog (backlog.ts)', () => {
+    const cost = pipeCost({ topic: 'log4js:message', data: 'web-0' });
+
+    it('past the budget, nothing more goes until the writer is seen idle; order is kept and nothing is lost', () => {
+      const { outbox, writer, delivered, counters, answerAll, log, idle, timers } = setup({ unreadBudget: cost * 3 });
+      writer.set('web', 1);
+      idle.now = false; // the writer is busy: it has not read what it was handed
+      log('web', 0, 10);
+      answerAll();
+      expect(delivered.map((d) => d.data)).toEqual(seq('web', 0, 3));
+      expect(counters.paced).toBe(1);
+      timers.advance(5); // still busy: still waiting, and asked again
+      answerAll();
+      expect(delivered).toHaveLength(3);
+      const asked = idle.asked;
+      expect(asked).toBeGreaterThan(1);
+      idle.now = true; // it read everything: three more
+      timers.advance(1);
+      answerAll();
+      expect(delivered.map((d) => d.data)).toEqual(seq('web', 0, 10));
+      expect(counters).toMatchObject({ out: 10, held: 0 });
+    });
+
+    it('an idle writer is asked only when the budget is reached, not before every send', () => {
+      const { writer, delivered, answerAll, log, idle } = setup({ unreadBudget: cost * 4 });
+      writer.set('web', 1);
+      log('web', 0, 40);
+      answerAll();
+      expect(delivered).toHaveLength(40);
+      expect(idle.asked).toBeLessThan(20); // one per window of 3 or 4 sends, not one per send
+    });
+
+    it('a packet bigger than the budget goes alone once nothing is unread', () => {
+      const { outbox, writer, delivered, answerAll, idle, timers } = setup({ unreadBudget: cost });
+      writer.set('web', 1);
+      idle.now = false;
+      outbox.pushLog('web', { topic: 'log4js:message', data: 'x'.repeat(10 * cost) });
+      outbox.pushLog('web', { topic: 'log4js:message', data: 'web-1' });
+      answerAll();
+      expect(delivered).toHaveLength(1);
+      idle.now = true;
+      timers.advance(1);
+      answerAll();
+      expect(delivered).toHaveLength(2);
+    });
+
+    it('a refused send frees its room: it was never written', () => {
+      const { outbox, writer, pending, delivered, answer, answerAll, log, idle } = setup({ unreadBudget: cost * 2 });
+      writer.set('web', 1);
+      idle.now = false;
+      log('web', 0, 1);
+      answer(1, new Error('Process with ID <1> offline'));
+      writer.set('web', 2); // the next writer
+      outbox.pump('web');
+      log('web', 1, 2);
+      answerAll();
+      expect(pending).toHaveLength(0);
+      expect(delivered.map((d) => d.data)).toEqual(seq('web', 0, 2));
+    });
   });
 });
