@@ -21,7 +21,7 @@ const os = require('os');
 const path = require('path');
 const { Pm2Sandbox, packTarball, waitFor } = require('../test/support/pm2-sandbox');
 const { logApp, logFile } = require('../test/support/apps');
-const { appProcs, linesIn, settleAndJudge, writerProc } = require('../test/support/scenario');
+const { appProcs, linesIn, restartWhileBehind, settleAndJudge, writerProc } = require('../test/support/scenario');
 
 function args() {
   const a = process.argv.slice(2);
@@ -49,6 +49,14 @@ const SCENARIOS = {
     async act(sb, name) {
       const w = await writerProc(sb, name);
       await sb.pm2(['restart', String(w.pm_id)]);
+      return { victims: [w.pid] };
+    },
+  },
+  'restart-behind': {
+    what: 'pm2 restart <writer id> of a writer held back 1 s, woken while PM2 cannot run',
+    async act(sb, name) {
+      const w = await writerProc(sb, name);
+      await restartWhileBehind(sb, [w]);
       return { victims: [w.pid] };
     },
   },

@@ -20,17 +20,8 @@ import { readReports } from '../support/judge.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
 import fs from 'node:fs';
 import path from 'node:path';
-import { linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+import { linesIn, lossAtOneMoment, restartWhileBehind, settleAndJudge, writerProc } from '../support/scenario.js';
 
-/** Is SIGINT pending for a (stopped) process? /proc/<pid>/status ShdPnd, bit 2. */
-function sigintPending(pid: number): boolean {
-  try {
-    const m = /ShdPnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m !== null && (parseInt(m[1], 16) & 2) !== 0;
-  } catch {
-    return false;
-  }
-}
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const LINES = 2400;
@@ -109,31 +100,9 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
 
   it('pm2 restart <writer id> of writers that fell a second behind, restarted while PM2 is busy', async () => {
     const { names, writers } = await startAll('rb');
-    const daemon = Number(daemonPid);
-    // Each writer stops reading for a second (SIGSTOP): about 900 packets wait for it.
-    for (const w of writers) process.kill(w.pid, 'SIGSTOP');
-    try {
-      await new Promise((r) => setTimeout(r, 1000));
-      const restarts = writers.map((w) => sb.pm2(['restart', String(w.pm_id)]));
-      // PM2 has marked them stopping and signalled them (SIGINT pending on each stopped writer).
-      await waitFor(() => writers.every((w) => sigintPending(w.pid)), { timeoutMs: 30000, every: 5, what: 'SIGINT to be pending on every writer' });
-      // The writers wake up while PM2's daemon cannot run (as on a busy machine): each reads what
-      // its pipe holds, then runs its SIGINT handler before the daemon can write any more.
-      process.kill(daemon, 'SIGSTOP');
-      for (const w of writers) process.kill(w.pid, 'SIGCONT');
-      await new Promise((r) => setTimeout(r, 300));
-      process.kill(daemon, 'SIGCONT');
-      await Promise.all(restarts);
-    } finally {
-      process.kill(daemon, 'SIGCONT');
-      for (const w of writers) {
-        try {
-          process.kill(w.pid, 'SIGCONT');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    // Each writer stops reading for a second (about 900 packets wait for it), and wakes up to
+    // its SIGINT while PM2's daemon cannot run (support/scenario.js).
+    await restartWhileBehind(sb, writers);
     await judgeAll(names, writers.map((w) => w.pid), 5, Date.now());
     // The app without a handler lost at most what its pipe held: within twice the unread bound
     // (the pipe, and what the writer had read but log4js had not written yet), at least 1 KB a packet.

@@ -92,4 +92,48 @@ function withinReloadDoubt(r, swappedWriters = 1) {
   return r.foreign === 0 && r.missing + r.duplicated <= swappedWriters;
 }
 
-module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt };
+/** Is SIGINT pending for a (stopped) process? /proc/<pid>/status ShdPnd, bit 2. */
+function sigintPending(pid) {
+  const fs = require('fs');
+  try {
+    const m = /ShdPnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m !== null && (parseInt(m[1], 16) & 2) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `pm2 restart` of writers that have fallen behind, as on a busy machine, made to happen: each
+ * writer stops reading for `stallMs` (SIGSTOP), is restarted, and wakes up (SIGCONT) once PM2 has
+ * signalled it, while PM2's daemon cannot run for 300 ms: each reads what its pipe holds, then
+ * runs its SIGINT handler before the daemon can write any more. Linux only (/proc).
+ */
+async function restartWhileBehind(sb, writers, stallMs = 1000) {
+  const fs = require('fs');
+  const path = require('path');
+  const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
+  const cont = (pid) => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+  };
+  for (const w of writers) process.kill(w.pid, 'SIGSTOP');
+  try {
+    await new Promise((r) => setTimeout(r, stallMs));
+    const restarts = writers.map((w) => sb.pm2(['restart', String(w.pm_id)]));
+    await waitFor(() => writers.every((w) => sigintPending(w.pid)), { timeoutMs: 30000, every: 5, what: 'SIGINT to be pending on every writer' });
+    process.kill(daemon, 'SIGSTOP');
+    for (const w of writers) cont(w.pid);
+    await new Promise((r) => setTimeout(r, 300));
+    cont(daemon);
+    await Promise.all(restarts);
+  } finally {
+    cont(daemon);
+    for (const w of writers) cont(w.pid);
+  }
+}
+
+module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind };
