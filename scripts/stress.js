@@ -161,6 +161,8 @@ async function runScenario(key, opt, tarball, out) {
         Object.assign(row, { sent: r.sent, missing: r.missing, duplicated: r.duplicated, foreign: r.foreign });
         row.bound = abrupt ? r.missing : 0;
         row.ranges = r.missingRanges.slice(0, 6).map((m) => `${m.pid}#${m.first}-${m.last}`).join(' ');
+        // What the module said of this app, to tell why (printed for runs that lost or repeated lines).
+        if (r.missing || r.duplicated) row.moduleSaid = sb.moduleLog().split('\n').filter((l) => l.includes(name) || /sent again|stopped before|refused/.test(l)).slice(-40);
       } catch (err) {
         row.error = String(err.message).split('\n')[0].slice(0, 300);
       }
@@ -213,6 +215,7 @@ async function main() {
         `${key.padEnd(15)} ${pad(row.run, 3)} ${pad(row.sent, 6)} ${pad(row.missing, 7)} ${pad(row.duplicated, 4)} ${pad(row.foreign, 7)} ${pad(row.daemonRestarts, 6)} ${pad(row.moduleRestarts, 6)}  ${v}` +
           `${row.error ? ` ${row.error}` : ''}${row.ranges ? `  missing: ${row.ranges}` : ''}`,
       );
+      if (row.moduleSaid) console.log(row.moduleSaid.map((l) => `    module: ${l}`).join('\n'));
     });
   }
   console.log('\nsummary (per scenario: runs, runs with 0 missing and 0 duplicated, max missing, daemon restarts)');
