@@ -6,6 +6,7 @@ import path from 'node:path';
 import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
 import { unreadBudget } from './lib/backlog';
 import { Handover } from './lib/handover';
+import { procOpenFiles, WriterFiles } from './lib/writer-files';
 import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/messages';
 import type { OutPacket } from './lib/outbox';
 import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/liveness';
@@ -74,6 +75,8 @@ async function main(): Promise<void> {
     spool,
     // A writer's unread backlog is bounded where /proc tells when it has read it (backlog.ts).
     unreadBudget: useProc ? unreadBudget() : 0,
+    // A new writer is waited for until it opens its app's log files (writer-files.ts).
+    writerFiles: useProc ? new WriterFiles(procOpenFiles()) : undefined,
   });
   const handover = new Handover({ dir, legacy, log, warn });
   await relay.start({ spool: saved.held, wrap: handover.gate });

@@ -49,6 +49,20 @@ export function whyNoWriter(app: AppInfo | undefined, procs: readonly ProcessInf
   );
 }
 
+/** Why packets wait for a writer that is online and past `ready_delay` (writer-files.ts). */
+export function writerNotConfigured(writer: ProcessInfo, files: readonly string[]): string {
+  return `Its writer pm_id ${writer.pmId} is online but has not opened ${files[0] ?? 'its log files'} yet (its logger is not configured yet): waited for, up to 15 s after online.`;
+}
+
+/** Diagnosis `files`: a new writer never opened the files its app's writers write (writer-files.ts). */
+export function writerWithoutFiles(writer: ProcessInfo, files: readonly string[], waitedMs: number): string {
+  return (
+    `its new writer pm_id ${writer.pmId} (pid ${writer.pid}) has not opened ${files.slice(0, 3).join(', ')}${files.length > 3 ? ', ...' : ''} ` +
+    `${Math.round(waitedMs / 1000)} s after PM2 reported it online (its last writer had); delivering to it anyway. ` +
+    `If its logger writes elsewhere now, ignore this; if it configures log4js later than that, let it say process.send('ready') once configured.`
+  );
+}
+
 /** Diagnosis `held`. */
 export function heldTooLong(count: number, waitedMs: number, why: string): string {
   return `${count} log packets have waited ${Math.round(waitedMs / 1000)} s for a writer. ${why}`;

@@ -30,6 +30,18 @@ export interface ProcessInfo {
   startedAt: number;
   /** The OS pid of this generation, 0 until a `pm2 list` has told it. */
   pid: number;
+  /** PM2's own log files for this process (out, error, combined): open in it, not the app's. */
+  pm2Logs: readonly string[];
+}
+
+/** The log files PM2 itself opens in a process (its pm2_env's pm_*_log_path). */
+function pm2LogsOf(env: Pm2Env): string[] {
+  const out: string[] = [];
+  for (const k of ['pm_out_log_path', 'pm_err_log_path', 'pm_log_path']) {
+    const v = env[k];
+    if (typeof v === 'string' && v !== '') out.push(v);
+  }
+  return out;
 }
 
 export interface AppInfo {
@@ -277,6 +289,7 @@ export class Registry {
         readyAt: Infinity,
         startedAt: toNumber(env.pm_uptime) ?? 0,
         pid,
+        pm2Logs: pm2LogsOf(env),
       };
       this.#procs.set(id, p);
       app.pmIds.add(id);
@@ -286,6 +299,8 @@ export class Registry {
       p.clusterMode = env.exec_mode === 'cluster_mode';
       p.waitReady = env.wait_ready === true || env.wait_ready === 'true';
       if (pid !== 0) p.pid = pid;
+      const logs = pm2LogsOf(env);
+      if (logs.length > 0) p.pm2Logs = logs;
       const started = toNumber(env.pm_uptime);
       if (started !== undefined) p.startedAt = started;
     }

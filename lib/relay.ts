@@ -18,6 +18,7 @@ import type { Reporter } from './reporter';
 import { logTopicSet, route, type DropReason } from './router';
 import type { Spool } from './spool';
 import { byApp, statusRow, type AppStatus } from './status';
+import type { WriterFiles } from './writer-files';
 import { Writers } from './writers';
 
 export interface RelayOptions {
@@ -40,6 +41,8 @@ export interface RelayOptions {
   spool?: Spool;
   /** Bound on a writer's unread backlog (backlog.ts), bytes. @default 0 (unbounded) */
   unreadBudget?: number;
+  /** Each app's writer-only files (writer-files.ts). @default none learnt */
+  writerFiles?: WriterFiles;
 }
 
 /** How long an app may hold packets before the module says why (ms). */
@@ -93,6 +96,7 @@ export class Relay {
       liveness: opts.liveness ?? procLiveness(),
       newcomers: opts.newcomers ?? daemonChildren(),
       reconcileSoon: (ms) => this.scheduleReconcile(ms),
+      files: opts.writerFiles,
     });
     this.outbox = new Outbox({
       send: opts.client.send,
@@ -227,6 +231,7 @@ export class Relay {
     const now = this.#now();
     this.#spool?.flush();
     for (const key of this.outbox.appKeys()) {
+      this.writers.learnFiles(key);
       const { heldSince, held } = this.outbox.stats(key)!;
       if (heldSince !== 0 && now - heldSince >= HELD_WARN_AFTER_MS && held > 0) {
         this.#reporter.diagnose(key, 'held', say.heldTooLong(held, now - heldSince, this.writers.whyNoWriter(key)));

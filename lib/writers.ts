@@ -13,6 +13,7 @@ import * as say from './messages';
 import type { Newcomers } from './newcomers';
 import type { ProcessInfo, Registry } from './registry';
 import type { Reporter } from './reporter';
+import { FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
 
 /** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
 export type Vacancy = { kind: 'exited'; pid: number } | { kind: 'replaced'; pid: number; newPid: number };
@@ -59,7 +60,12 @@ export interface WritersOptions {
   newcomers: Newcomers;
   /** Re-read `pm2 list` in `ms` (coalesced): after a process is taken out of service. */
   reconcileSoon(ms: number): void;
+  /** Each app's writer-only files, so a new writer is waited for until it opens one. */
+  files?: WriterFiles;
 }
+
+/** How often a new writer is looked at while it has not opened its app's files yet. */
+const FILES_POLL_MS = 100;
 
 export class Writers implements SendGate {
   readonly #registry: Registry;
@@ -70,6 +76,7 @@ export class Writers implements SendGate {
   readonly #liveness: Liveness;
   readonly #newcomers: Newcomers;
   readonly #reconcileSoon: (ms: number) => void;
+  readonly #files: WriterFiles;
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
   readonly #writer = new Map<string, number | undefined>();
   readonly #readyTimers = new Map<string, unknown>();
@@ -84,6 +91,7 @@ export class Writers implements SendGate {
     this.#liveness = opts.liveness;
     this.#newcomers = opts.newcomers;
     this.#reconcileSoon = opts.reconcileSoon;
+    this.#files = opts.files ?? noWriterFiles();
   }
 
   /** The outbox whose packets wait for these writers (it asks this table before every send). */
@@ -158,17 +166,19 @@ export class Writers implements SendGate {
     const e = this.elect(appKey);
     if (!e) return;
     const before = this.#writer.get(appKey);
-    const writer = e.writer?.pmId;
+    const opening = e.writer !== undefined && this.#notConfiguredYet(appKey, e.writer);
+    const writer = opening ? undefined : e.writer?.pmId;
     const had = this.#writer.has(appKey);
     this.#writer.set(appKey, writer);
     this.#clearReadyTimer(appKey);
-    if (e.readyAt !== undefined && writer === undefined) {
+    const recheckAt = opening ? this.#now() + FILES_POLL_MS : writer === undefined ? e.readyAt : undefined;
+    if (recheckAt !== undefined) {
       this.#readyTimers.set(
         appKey,
         this.#timers.setTimeout(() => {
           this.#readyTimers.delete(appKey);
           this.update(appKey);
-        }, Math.max(0, e.readyAt - this.#now())),
+        }, Math.max(0, recheckAt - this.#now())),
       );
     }
     const uses = this.#delivery.has(appKey);
@@ -182,15 +192,53 @@ export class Writers implements SendGate {
     this.#delivery.pump(appKey);
   }
 
+  /**
+   * A writer that has not opened any of its app's files yet (writer-files.ts) has not configured
+   * its logger: wait for it, up to FILES_WAIT_MS after it came online. Apps that say when they are
+   * ready are taken at their word.
+   */
+  #notConfiguredYet(appKey: string, p: ProcessInfo): boolean {
+    const app = this.#registry.app(appKey);
+    if (app === undefined || app.announces || p.waitReady) return false;
+    const opened = this.#files.opened(appKey, p.pid);
+    if (opened !== false) return false;
+    const waited = this.#now() - p.onlineSince;
+    if (waited < FILES_WAIT_MS) return true;
+    this.#reporter.diagnose(appKey, 'files', () => say.writerWithoutFiles(p, this.#files.filesOf(appKey) ?? [], waited));
+    return false;
+  }
+
+  /**
+   * Learn an app's writer-only files from its ready writer and another of its instances (once per
+   * writer process, a few looks at most). Called every second.
+   */
+  learnFiles(appKey: string): void {
+    const pmId = this.#writer.get(appKey);
+    const w = pmId === undefined ? undefined : this.#registry.process(pmId);
+    const app = this.#registry.app(appKey);
+    if (w === undefined || app === undefined || !(w.pid > 0)) return;
+    let other: ProcessInfo | undefined;
+    for (const p of this.#registry.processesOf(app)) {
+      if (p.pmId !== w.pmId && p.status === 'online' && p.pid > 0) {
+        other = p;
+        break;
+      }
+    }
+    if (other !== undefined) this.#files.learn(appKey, w.pid, other.pid, w.pm2Logs);
+  }
+
   /** Why an app's packets wait (the end of the `held` and `buffer-full` diagnoses). */
   whyNoWriter(appKey: string): string {
     const app = this.#registry.app(appKey);
-    return say.whyNoWriter(app, app ? this.#registry.processesOf(app) : [], this.elect(appKey), this.#settings.writer_instance);
+    const e = this.elect(appKey);
+    if (e?.writer !== undefined && this.#writer.get(appKey) === undefined) return say.writerNotConfigured(e.writer, this.#files.filesOf(appKey) ?? []);
+    return say.whyNoWriter(app, app ? this.#registry.processesOf(app) : [], e, this.#settings.writer_instance);
   }
 
   /** The app was deleted. */
   forget(appKey: string): void {
     this.#writer.delete(appKey);
+    this.#files.forget(appKey);
     this.#clearReadyTimer(appKey);
   }
 

@@ -33,8 +33,8 @@ describe('writers going away lose nothing', () => {
     restartsBefore = (await sb.moduleProc()).pm2_env.restart_time;
   });
 
-  async function startMidStream(name: string, opts: { instance_var?: string; instances?: number } = {}) {
-    await sb.start([logApp(sb.work, { name, instances: opts.instances ?? 4, lines: LINES, rate: RATE, instance_var: opts.instance_var })]);
+  async function startMidStream(name: string, opts: { instance_var?: string; instances?: number; env?: Record<string, string> } = {}) {
+    await sb.start([logApp(sb.work, { name, instances: opts.instances ?? 4, lines: LINES, rate: RATE, instance_var: opts.instance_var, env: opts.env })]);
     // Mid-stream: a good share of the lines are written before the writer goes away.
     await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES, { timeoutMs: 60000, what: `${name} to be mid-stream` });
     return writerProc(sb, name, opts.instance_var);
@@ -65,6 +65,19 @@ describe('writers going away lose nothing', () => {
     const r = await settleAndJudge(sb, 'custom-var');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(6);
+  });
+
+  it('pm2 restart <writer id> of an app that configures log4js 3 s after it starts (past ready_delay)', async () => {
+    // The new writer is online 3 s before it listens. It is waited for until it opens the app's
+    // log file, which its last writer had open (writer-files.ts): a guess of ready_delay (1.5 s)
+    // would hand it the held lines before it listens, and they would be lost.
+    const w = await startMidStream('late-config', { env: { CONFIGURE_DELAY_MS: '3000' } });
+    await sb.pm2(['restart', String(w.pm_id)]);
+    const r = await settleAndJudge(sb, 'late-config');
+    expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
+    expect(r.senders).toBe(5);
+    expect(sb.moduleLog()).not.toMatch(/has not opened/);
+    await expectModuleUnharmed();
   });
 
   it('kill -9 of the writer (PM2 restarts it)', async () => {

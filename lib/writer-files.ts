@@ -1,0 +1,121 @@
+/**
+ * Has a new writer configured its logger yet? Learnt from the files it has open.
+ *
+ * Why: an app that says nothing is taken as ready `ready_delay` ms after PM2 reports it online, a
+ * guess. A writer that configures log4js later (slow imports on a busy machine, an `await` first)
+ * silently drops what it is handed before, although PM2 reports each send a success: measured, a
+ * held backlog delivered to such a writer is lost whole. But a log4js writer opens its appenders'
+ * files in the same synchronous `configure()` call that makes it listen for log packets, and only
+ * the writer opens them (log4js creates no appenders in the other instances). So the module learns
+ * each app's writer-only files (open in the writer, not in another instance of the app: PM2's own
+ * log files, open in every instance, drop out), and holds a later writer's packets until it has
+ * opened one of them. Never earlier than `ready_delay`; at most `FILES_WAIT_MS` later.
+ */
+import fs from 'node:fs';
+
+/** How long after `online` a writer that has not opened its app's files is waited for. */
+export const FILES_WAIT_MS = 15_000;
+
+/** How many times one writer process is looked at for files of its own. */
+const MAX_LOOKS = 5;
+
+/** Regular files a process has open (absolute paths), undefined where /proc cannot tell. */
+export type OpenFiles = (pid: number) => Set<string> | undefined;
+
+export function procOpenFiles(procRoot = '/proc'): OpenFiles {
+  return (pid) => {
+    if (!(pid > 0)) return undefined;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`${procRoot}/${pid}/fd`);
+    } catch {
+      return undefined;
+    }
+    const files = new Set<string>();
+    for (const fd of fds) {
+      try {
+        const target = fs.readlinkSync(`${procRoot}/${pid}/fd/${fd}`);
+        if (target.startsWith('/') && !target.startsWith('/dev/') && !target.startsWith('/proc/')) files.add(target);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+    return files;
+  };
+}
+
+function realpath(file: string): string {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return file;
+  }
+}
+
+interface Learnt {
+  /** The writer process they were learnt from. */
+  readonly pid: number;
+  readonly files: readonly string[];
+}
+
+export class WriterFiles {
+  readonly #open: OpenFiles;
+  readonly #learnt = new Map<string, Learnt>();
+  /** Writers looked at (app -> pid, looks): each is read a few times at most. */
+  readonly #looked = new Map<string, { pid: number; looks: number }>();
+
+  constructor(open: OpenFiles) {
+    this.#open = open;
+  }
+
+  /**
+   * Learn an app's writer-only files from its ready writer and another instance of it, once per
+   * writer process (a few looks while it has none), leaving out `pm2Logs` (PM2's own log files for
+   * the writer, which are per process). Returns them when it learnt some.
+   */
+  learn(appKey: string, writerPid: number, otherPid: number, pm2Logs: readonly string[] = []): readonly string[] | undefined {
+    if (!(writerPid > 0) || !(otherPid > 0) || this.#learnt.get(appKey)?.pid === writerPid) return undefined;
+    let looked = this.#looked.get(appKey);
+    if (looked === undefined || looked.pid !== writerPid) this.#looked.set(appKey, (looked = { pid: writerPid, looks: 0 }));
+    if (looked.looks >= MAX_LOOKS) return undefined;
+    looked.looks++;
+    const mine = this.#open(writerPid);
+    const theirs = this.#open(otherPid);
+    if (mine === undefined || theirs === undefined) return undefined;
+    const pm2s = new Set(pm2Logs.flatMap((f) => [f, realpath(f)]));
+    const files = [...mine].filter((f) => !theirs.has(f) && !pm2s.has(f));
+    // None: it logs to stdout only, or has not configured yet (looked at again, a few times).
+    if (files.length === 0) return undefined;
+    this.#learnt.set(appKey, { pid: writerPid, files });
+    return files;
+  }
+
+  /** What was learnt for an app, if anything. */
+  filesOf(appKey: string): readonly string[] | undefined {
+    return this.#learnt.get(appKey)?.files;
+  }
+
+  /**
+   * Has this (new) writer process opened one of its app's files? undefined: nothing to go by (none
+   * learnt, the process they were learnt from, or /proc cannot tell); false also while its pid is
+   * not known yet.
+   */
+  opened(appKey: string, pid: number): boolean | undefined {
+    const learnt = this.#learnt.get(appKey);
+    if (learnt === undefined || learnt.pid === pid) return undefined;
+    if (!(pid > 0)) return false;
+    const open = this.#open(pid);
+    if (open === undefined) return undefined;
+    return learnt.files.some((f) => open.has(f));
+  }
+
+  forget(appKey: string): void {
+    this.#learnt.delete(appKey);
+    this.#looked.delete(appKey);
+  }
+}
+
+/** Where /proc cannot be read: nothing is learnt, nothing waited for. */
+export function noWriterFiles(): WriterFiles {
+  return new WriterFiles(() => undefined);
+}

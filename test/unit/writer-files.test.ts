@@ -1,0 +1,151 @@
+/**
+ * A new writer is waited for until it opens its app's log files (writer-files.ts): the files are
+ * learnt from the app's previous writer (open there, not in another instance), and a restarted
+ * writer gets its held packets once it has opened one of them, never before `ready_delay`, at most
+ * FILES_WAIT_MS after it came online.
+ */
+import { describe, expect, it } from 'vitest';
+import { DEFAULTS, type Settings } from '../../lib/config';
+import { Relay } from '../../lib/relay';
+import { Reporter } from '../../lib/reporter';
+import { FILES_WAIT_MS, procOpenFiles, WriterFiles } from '../../lib/writer-files';
+import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const PM2_LOGS = ['/home/u/.pm2/pm2.log', '/home/u/.pm2/logs/web-out.log'];
+
+describe('WriterFiles', () => {
+  it('learns the files only the writer has open, and tells whether a new writer has opened one', () => {
+    const open = new Map<number, Set<string>>([
+      [100, new Set([...PM2_LOGS, '/var/log/web/app.log', '/var/log/web/errors.log'])],
+      [101, new Set(PM2_LOGS)],
+      [200, new Set(PM2_LOGS)],
+    ]);
+    const files = new WriterFiles((pid) => open.get(pid));
+    expect(files.opened('web', 200)).toBeUndefined(); // nothing learnt: nothing to go by
+    expect(files.learn('web', 100, 101)).toEqual(['/var/log/web/app.log', '/var/log/web/errors.log']);
+    expect(files.opened('web', 100)).toBeUndefined(); // the writer they were learnt from
+    expect(files.opened('web', 200)).toBe(false);
+    expect(files.opened('web', 0)).toBe(false); // its pid not known yet
+    open.get(200)!.add('/var/log/web/errors.log');
+    expect(files.opened('web', 200)).toBe(true);
+    expect(files.opened('web', 300)).toBeUndefined(); // /proc cannot tell
+    files.forget('web');
+    expect(files.opened('web', 200)).toBeUndefined();
+  });
+
+  it('leaves out PM2\'s own log files of the writer (per process: web-out-0.log is not in instance 1)', () => {
+    const open = new Map<number, Set<string>>([
+      [100, new Set(['/home/u/.pm2/logs/web-out-0.log', '/home/u/.pm2/logs/web-error-0.log', '/var/log/web/app.log'])],
+      [101, new Set(['/home/u/.pm2/logs/web-out-1.log', '/home/u/.pm2/logs/web-error-1.log'])],
+      [200, new Set(['/home/u/.pm2/logs/web-out-0.log', '/home/u/.pm2/logs/web-error-0.log'])],
+    ]);
+    const files = new WriterFiles((pid) => open.get(pid));
+    expect(files.learn('web', 100, 101, ['/home/u/.pm2/logs/web-out-0.log', '/home/u/.pm2/logs/web-error-0.log'])).toEqual(['/var/log/web/app.log']);
+    expect(files.opened('web', 200)).toBe(false); // PM2 opened its logs; log4js has not configured yet
+  });
+
+  it('a writer that logs to stdout only teaches nothing, and is looked at a few times only', () => {
+    let looks = 0;
+    const files = new WriterFiles((pid) => {
+      looks++;
+      return new Set(pid === 100 ? PM2_LOGS : PM2_LOGS);
+    });
+    for (let i = 0; i < 20; i++) expect(files.learn('web', 100, 101)).toBeUndefined();
+    expect(looks).toBeLessThanOrEqual(10);
+    expect(files.filesOf('web')).toBeUndefined();
+  });
+
+  it('procOpenFiles reads a real process\'s open files', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-files-'));
+    const file = path.join(dir, 'open.log');
+    const fd = fs.openSync(file, 'a');
+    try {
+      const mine = procOpenFiles()(process.pid);
+      expect(mine?.has(fs.realpathSync(file))).toBe(true);
+      expect([...(mine ?? [])].some((f) => f.startsWith('/dev/'))).toBe(false);
+      expect(procOpenFiles()(0)).toBeUndefined();
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('Relay with writer files', () => {
+  async function setup() {
+    const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
+    const client = new FakeClient();
+    client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
+    const timers = new FakeTimers();
+    const lines: string[] = [];
+    const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
+    const open = new Map<number, Set<string>>([
+      [100, new Set([...PM2_LOGS, '/var/log/web/app.log'])],
+      [101, new Set(PM2_LOGS)],
+      [102, new Set(PM2_LOGS)],
+    ]);
+    const relay = new Relay({
+      client,
+      settings,
+      reporter,
+      timers,
+      now: () => timers.now,
+      preciseNow: () => timers.now,
+      newcomers: { after: () => undefined, forked: () => undefined },
+      liveness: { isAlive: () => true, forget: () => {} },
+      writerFiles: new WriterFiles((pid) => open.get(pid)),
+    });
+    await relay.start();
+    // The app logs through the module: the tick learns /var/log/web/app.log from pid 100 (not
+    // open in pid 101).
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-before' });
+    for (let i = 0; i < 10; i++) await flush();
+    relay.tick();
+    client.sent.length = 0;
+    timers.advance(1000);
+    return { relay, client, timers, lines, open };
+  }
+  const logs = (client: FakeClient, from: number, to: number) => {
+    for (let i = from; i < to; i++) client.msg(1, 'web', { topic: 'log4js:message', data: `web-${i}` });
+  };
+  /** The writer (pm_id 0) restarts as pid 200; `pm2 list` tells its pid. */
+  async function restartWriter(client: FakeClient, timers: FakeTimers) {
+    client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopping', NODE_APP_INSTANCE: 0, pm_uptime: 0 }));
+    client.procs[0] = { ...client.procs[0], pid: 200, pm_uptime: timers.now };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: timers.now }));
+    timers.advance(150); // the list read after `online` tells the pid
+    for (let i = 0; i < 10; i++) await flush();
+  }
+
+  it('holds a restarted writer\'s packets past ready_delay until it opens its app\'s log file', async () => {
+    const { client, timers, lines, open } = await setup();
+    await restartWriter(client, timers);
+    logs(client, 0, 20);
+    timers.advance(2000); // past ready_delay: log4js is not configured yet
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent).toHaveLength(0);
+    open.set(200, new Set([...PM2_LOGS, '/var/log/web/app.log'])); // configure() opened it
+    timers.advance(100);
+    for (let i = 0; i < 60; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(Array.from({ length: 20 }, (_, i) => `web-${i}`));
+    expect(lines.join('\n')).not.toMatch(/has not opened/);
+  });
+
+  it('a writer that never opens them gets its packets FILES_WAIT_MS after online, with one line saying why', async () => {
+    const { relay, client, timers, lines, open } = await setup();
+    await restartWriter(client, timers);
+    open.set(200, new Set(PM2_LOGS));
+    logs(client, 0, 5);
+    timers.advance(FILES_WAIT_MS - 500);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent).toHaveLength(0);
+    timers.advance(1000);
+    for (let i = 0; i < 30; i++) await flush();
+    expect(client.sent).toHaveLength(5);
+    relay.tick();
+    expect(lines.filter((l) => /pm_id 0 \(pid 200\) has not opened \/var\/log\/web\/app\.log/.test(l))).toHaveLength(1);
+  });
+});
