@@ -3,6 +3,7 @@
  * and the outbox give rise to, worded in one place (plain functions of what they report). Counts
  * are summed by the reporter (`reporter.count(phrase, n)`), diagnoses said once per app and kind.
  */
+import { FILES_WAIT_MS } from './writer-files';
 import type { Settings } from './config';
 import type { Election } from './election';
 import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from './registry';
@@ -51,7 +52,7 @@ export function whyNoWriter(app: AppInfo | undefined, procs: readonly ProcessInf
 
 /** Why packets wait for a writer that is online and past `ready_delay` (writer-files.ts). */
 export function writerNotConfigured(writer: ProcessInfo, files: readonly string[]): string {
-  return `Its writer pm_id ${writer.pmId} is online but has not opened ${files[0] ?? 'its log files'} yet (its logger is not configured yet): waited for, up to 15 s after online.`;
+  return `Its writer pm_id ${writer.pmId} is online but has not opened ${files[0] ?? 'its log files'} yet (its logger is not configured yet): waited for, up to ${FILES_WAIT_MS / 1000} s after online.`;
 }
 
 /** Diagnosis `files`: a new writer never opened the files its app's writers write (writer-files.ts). */
