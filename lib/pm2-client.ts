@@ -37,6 +37,8 @@ export interface Pm2Client {
   list(): Promise<Pm2Env[]>;
   subscribe(handlers: BusHandlers): Promise<void>;
   send: SendFn;
+  /** What `send` goes through now: the module's own RPC connection (rpc-channel.ts) or PM2's client. */
+  sendsThrough?(): 'own connection' | 'PM2 client';
   close(): Promise<void>;
 }
 
@@ -191,6 +193,7 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
       if (channel !== undefined && channel.open) channel.send(pmId, topic, data, done);
       else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, done);
     },
+    sendsThrough: () => (channel !== undefined && channel.open ? 'own connection' : 'PM2 client'),
     close: () =>
       new Promise((resolve) => {
         channel?.close();

@@ -155,11 +155,13 @@ describe('rpc-channel: the relay\'s own connection to the daemon', () => {
     const c = createPm2Client({ api, version: '7.0.4', source: 'daemon' } as unknown as LoadedPm2, {});
     await c.connect();
     const send = (id: number) => new Promise<Error | null>((r) => c.send(id, 't', 'x', r));
+    expect(c.sendsThrough?.()).toBe('own connection');
     expect(await send(1)).toBeNull();
     expect(d.calls).toHaveLength(1);
     expect(remote).toEqual([]);
     d.dropConnections();
     await new Promise((r) => setTimeout(r, 50));
+    expect(c.sendsThrough?.()).toBe('PM2 client');
     expect(await send(2)).toBeNull();
     expect(remote).toEqual([{ id: 2, topic: 't', data: 'x' }]);
     await c.close();
