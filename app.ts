@@ -38,6 +38,11 @@ const warn = (line: string): void => {
   process.stderr.write(`${stamp()} ${line}\n`);
 };
 
+/** Where log lines go to PM2's daemon (said at start: the compat suite checks it). */
+function sendsOn(via: string | undefined): string {
+  return via === 'own connection' ? 'sends on its own RPC connection' : "sends through PM2's client";
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -95,7 +100,7 @@ async function main(): Promise<void> {
   registerActions(pmx, { relay, log, settingsLine: () => formatSettings(settings), version: pkg.version });
 
   log(
-    `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
+    `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${sendsOn(client.sendsThrough?.())}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
       `settings: ${formatSettings(settings)}`,
   );
   // Where /proc is missing (macOS, Windows, locked-down containers) the send guard runs instead.

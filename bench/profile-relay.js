@@ -17,7 +17,7 @@ const os = require('os');
 const path = require('path');
 const { spawn } = require('child_process');
 const { Pm2Sandbox, waitFor, ROOT, MODULE } = require('../test/support/pm2-sandbox');
-const { cpuMicros, cpuSplit, alive, RssSampler } = require('./lib/proc');
+const { cpuMicros, cpuSplit, syscallCounts, alive, RssSampler } = require('./lib/proc');
 const { Tail } = require('./lib/tail');
 const { readReports, judgeRun } = require('./lib/judge');
 
@@ -98,6 +98,7 @@ async function main() {
       const tail = new Tail(logFile);
       const c0 = cpuMicros(relay.pid);
       const s0 = cpuSplit(relay.pid);
+      const k0 = syscallCounts(relay.pid);
       fs.writeFileSync(control, JSON.stringify({ id, lines, rate: 0, at: Date.now() + 300 }));
       let rep = [];
       await waitFor(
@@ -113,14 +114,21 @@ async function main() {
       await sleep(300);
       const c1 = cpuMicros(relay.pid);
       const s1 = cpuSplit(relay.pid);
+      const k1 = syscallCounts(relay.pid);
       const j = judgeRun({ id, chunks: tail.chunks, reports: rep, hop: (r) => String(r.instance) !== '0' });
       say(`run ${id}: ${j.written}/${j.sent} written (lost ${j.lost}) in ${((mtime - j.first) / 1000).toFixed(2)} s; relay ${((c1 - c0) / j.hopSent).toFixed(1)} us CPU per relayed line (user ${((s1.user - s0.user) / j.hopSent).toFixed(1)}, system ${((s1.system - s0.system) / j.hopSent).toFixed(1)})`);
+      if (k0 && k1) {
+        const per = (k) => ((k1[k] - k0[k]) / j.hopSent).toFixed(2);
+        say(`run ${id}: per relayed line ${per('reads')} read and ${per('writes')} write syscalls, ${per('voluntary')} waits and ${per('preempted')} preemptions`);
+      }
     }
     const peak = rss.peaks();
     say(`RSS idle -> peak: relay ${(idle.relay / 1048576).toFixed(0)} -> ${(peak.relay / 1048576).toFixed(0)} MB, PM2 daemon ${(idle.daemon / 1048576).toFixed(0)} -> ${(peak.daemon / 1048576).toFixed(0)} MB`);
     rss.stop();
     relay.kill('SIGINT');
     await waitFor(() => !alive(relay.pid), { timeoutMs: 10000, what: 'the relay to exit' });
+    // What the relay said last (the module's shutdown line: delivered, held).
+    for (const l of out.trim().split('\n').slice(-2)) say(`relay: ${l}`);
     const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
     if (!file && args.length === 0) return;
     if (!file) throw new Error('no profile written');

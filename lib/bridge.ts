@@ -33,7 +33,8 @@ const ARM_MS = 15_000;
 function main(): void {
   const [dir, nonce, maxArg, legacyDir] = process.argv.slice(2);
   const maxMs = Number(maxArg) > 0 ? Number(maxArg) : 60_000;
-  const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1));
+  // It only listens: no RPC connection of its own for sends (rpc-channel.ts).
+  const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1), { openChannel: null });
   const captured = new Deque<unknown>();
   let overflow = 0;
   let armed = false;

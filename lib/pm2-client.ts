@@ -15,6 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SendFn } from './outbox';
+import { openRpcChannel, type RpcChannel } from './rpc-channel';
 import type { Pm2Env } from './registry';
 
 export interface BusHandlers {
@@ -36,6 +37,8 @@ export interface Pm2Client {
   list(): Promise<Pm2Env[]>;
   subscribe(handlers: BusHandlers): Promise<void>;
   send: SendFn;
+  /** What `send` goes through now: the module's own RPC connection (rpc-channel.ts) or PM2's client. */
+  sendsThrough?(): 'own connection' | 'PM2 client';
   close(): Promise<void>;
 }
 
@@ -46,6 +49,8 @@ interface Pm2Api {
   launchBus(cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }) => void): void;
   Client: {
     executeRemote(method: string, packet: unknown, cb: (err: Error | null, res?: unknown) => void): void;
+    /** Where the daemon's RPC socket is (PM2 5.4, 6.0, 7.0: `$PM2_HOME/rpc.sock`). */
+    rpc_socket_file?: unknown;
   };
 }
 
@@ -142,15 +147,29 @@ export function normalizeEvents(forward: (packet: unknown) => void): (packet: un
   };
 }
 
-export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
+export interface Pm2ClientOptions {
+  /**
+   * Open the relay's own connection for `sendDataToProcessId` (rpc-channel.ts); undefined: send
+   * through PM2's client. @default openRpcChannel (PM2SI_OWN_RPC=0 turns it off)
+   */
+  openChannel?: ((address: string) => Promise<RpcChannel | undefined>) | null;
+}
+
+export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
   const { api } = loaded;
+  const openChannel = opts.openChannel !== undefined ? opts.openChannel : process.env.PM2SI_OWN_RPC === '0' ? null : openRpcChannel;
+  let channel: RpcChannel | undefined;
   return {
     version: loaded.version,
     source: loaded.source,
-    connect: () =>
-      new Promise((resolve, reject) => {
+    connect: async () => {
+      await new Promise<void>((resolve, reject) => {
         api.connect((err) => (err ? reject(err) : resolve()));
-      }),
+      });
+      // The same socket PM2's client uses; without one we know, PM2's client sends.
+      const address = api.Client.rpc_socket_file;
+      if (openChannel && typeof address === 'string' && address !== '') channel = await openChannel(address);
+    },
     list: () =>
       new Promise((resolve, reject) => {
         // pm2_env has no pid; the list entry does: carry it over (the liveness check needs it).
@@ -168,12 +187,16 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2()): Pm2Client {
           resolve();
         });
       }),
-    // Straight to the daemon's RPC: the API wrapper adds nothing here but a print per send.
+    // Our own connection while it is open (rpc-channel.ts), else straight to the daemon's RPC
+    // through PM2's client: the API wrapper adds nothing here but a print per send.
     send: (pmId, topic, data, done) => {
-      api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, done);
+      if (channel !== undefined && channel.open) channel.send(pmId, topic, data, done);
+      else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, done);
     },
+    sendsThrough: () => (channel !== undefined && channel.open ? 'own connection' : 'PM2 client'),
     close: () =>
       new Promise((resolve) => {
+        channel?.close();
         api.disconnect(() => resolve());
       }),
   };

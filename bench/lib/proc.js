@@ -24,6 +24,22 @@ function cpuSplit(pid) {
   return { user: (Number(rest[11]) * 1e6) / tck, system: (Number(rest[12]) * 1e6) / tck };
 }
 
+/**
+ * Kernel round trips of a process: read-type and write-type syscalls (/proc/<pid>/io syscr, syscw:
+ * every read/pread/recv and write/writev/send) and context switches, voluntary (it waited: an
+ * empty socket, epoll) and not (preempted), from /proc/<pid>/status. Undefined if it is gone.
+ */
+function syscallCounts(pid) {
+  try {
+    const io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+    const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const num = (text, key) => Number((new RegExp(`^${key}:\\s*(\\d+)`, 'm').exec(text) || [])[1]);
+    return { reads: num(io, 'syscr'), writes: num(io, 'syscw'), voluntary: num(st, 'voluntary_ctxt_switches'), preempted: num(st, 'nonvoluntary_ctxt_switches') };
+  } catch {
+    return undefined;
+  }
+}
+
 /** utime + stime of a process in microseconds, or undefined if it is gone. */
 function cpuMicros(pid) {
   const c = cpuSplit(pid);
@@ -118,4 +134,4 @@ class RssSampler {
   }
 }
 
-module.exports = { machineCpu, cpuSplit, cpuMicros, cpuMicrosAll, cpuDelta, rssBytes, alive, RssSampler, CLK_TCK: tck };
+module.exports = { syscallCounts, machineCpu, cpuSplit, cpuMicros, cpuMicrosAll, cpuDelta, rssBytes, alive, RssSampler, CLK_TCK: tck };

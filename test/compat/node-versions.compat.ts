@@ -105,7 +105,7 @@ describe.each(nodeVersions())(`PM2 ${NODE_RUNS_PM2} on Node %s: daemon, apps and
 
   it('the daemon and the module run on this Node; the module uses the daemon\'s pm2', async () => {
     await expectAllOn(sb, version);
-    expect(sb.moduleLog()).toContain(`relaying (pm2 ${NODE_RUNS_PM2} from the daemon`);
+    expect(sb.moduleLog()).toContain(`relaying (pm2 ${NODE_RUNS_PM2} from the daemon, sends on its own RPC connection`);
   });
 
   it('two log4js cluster apps x 4 instances x 2000 lines (one in a namespace): every line once, in its own file', async () => {

@@ -74,7 +74,7 @@ describe.each(versions())('PM2 %s as daemon and CLI', (version) => {
   }
 
   it('installs from the tarball and talks to PM2 through the daemon\'s own pm2', async () => {
-    expect(sb.moduleLog()).toContain(`relaying (pm2 ${version} from the daemon`);
+    expect(sb.moduleLog()).toContain(`relaying (pm2 ${version} from the daemon, sends on its own RPC connection`);
     const mod = await sb.moduleProc();
     expect(mod.pm2_env).toMatchObject({ status: 'online', pmx_module: true });
   });

@@ -1,0 +1,119 @@
+/**
+ * Pure: PM2's RPC wire format for the one call the relay makes per log line,
+ * `sendDataToProcessId`, encoded and its answers read without PM2's generic client.
+ *
+ * PM2's client and daemon talk axon req/rep over amp frames (pm2-axon, axon-rpc, amp, amp-message:
+ * the same in PM2 5.4, 6.0 and 7.0): a frame is one byte `version << 4 | argc`, then per argument a
+ * 32-bit big-endian length and its bytes; an argument is `j:` + JSON or `s:` + a string. A call is
+ * `[j:{"type":"call","method":M,"args":[...]}, s:<id>]`; its answer `[j:{"args":[...]}, s:<id>]`,
+ * or `[j:{"error":...,"stack":...}, s:<id>]` when the method failed.
+ *
+ * Why not PM2's client: per line it JSON-encodes the call into a string, copies it into a Buffer
+ * through the deprecated `new Buffer()` (a deprecation check each time), copies it again into the
+ * frame, and decodes every answer whole. sendDataToProcessId answers with the whole packet echoed
+ * back (`{ success: true, data: packet }`), so that decode parses every log line a second time for
+ * nothing. Measured in one process: 6.4 us to encode a 300-byte log4js line's call and 3.3 us to
+ * decode its answer with PM2's client, 3.3 us and 0.5 us here.
+ */
+
+/** amp's version nibble (amp 0.3: `version << 4 | argc`). */
+const AMP_VERSION = 1;
+
+const CALL_HEAD = 'j:{"type":"call","method":"sendDataToProcessId","args":[';
+const CALL_TAIL = ']}';
+
+/** The frame of `sendDataToProcessId({ id, topic, data })` with call id `id`, as PM2's client writes it. */
+export function encodeSendCall(pmId: number, topic: string, data: unknown, id: string): Buffer {
+  const body = CALL_HEAD + JSON.stringify({ id: pmId, topic, data }) + CALL_TAIL;
+  const bodyLen = Buffer.byteLength(body);
+  const idLen = Buffer.byteLength(id) + 2;
+  const buf = Buffer.allocUnsafe(1 + 4 + bodyLen + 4 + idLen);
+  buf[0] = (AMP_VERSION << 4) | 2;
+  buf.writeUInt32BE(bodyLen, 1);
+  buf.write(body, 5);
+  let off = 5 + bodyLen;
+  buf.writeUInt32BE(idLen, off);
+  off += 4;
+  buf.write('s:', off, 'latin1');
+  buf.write(id, off + 2);
+  return buf;
+}
+
+/**
+ * Splits a byte stream into amp frames and hands each frame's arguments (views into the stream's
+ * bytes: valid only during the call) to `onFrame`. A frame may span chunks.
+ */
+export class FrameReader {
+  readonly #onFrame: (args: Buffer[]) => void;
+  /** An incomplete frame carried over from the last chunk. */
+  #rest: Buffer | undefined;
+
+  constructor(onFrame: (args: Buffer[]) => void) {
+    this.#onFrame = onFrame;
+  }
+
+  push(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.#rest !== undefined) {
+      buf = Buffer.concat([this.#rest, chunk]);
+      this.#rest = undefined;
+    }
+    let off = 0;
+    while (off < buf.length) {
+      const end = frameEnd(buf, off);
+      if (end < 0) break;
+      const argc = buf[off] & 0xf;
+      const args = new Array<Buffer>(argc);
+      let p = off + 1;
+      for (let i = 0; i < argc; i++) {
+        const len = buf.readUInt32BE(p);
+        args[i] = buf.subarray(p + 4, p + 4 + len);
+        p += 4 + len;
+      }
+      off = end;
+      this.#onFrame(args);
+    }
+    // Copied: `chunk` belongs to the socket's reader and may be reused.
+    if (off < buf.length) this.#rest = Buffer.from(buf.subarray(off));
+  }
+}
+
+/** Where the frame starting at `off` ends, or -1 if `buf` does not hold all of it yet. */
+function frameEnd(buf: Buffer, off: number): number {
+  const argc = buf[off] & 0xf;
+  let p = off + 1;
+  for (let i = 0; i < argc; i++) {
+    if (p + 4 > buf.length) return -1;
+    p += 4 + buf.readUInt32BE(p);
+    if (p > buf.length) return -1;
+  }
+  return p;
+}
+
+/** An `s:` argument's string (a call id). */
+export function stringArg(arg: Buffer): string {
+  return arg.toString('utf8', 2);
+}
+
+const ARGS_HEAD = Buffer.from('j:{"args":');
+
+/**
+ * What an answer's first argument says: undefined when the call succeeded, else the daemon's error
+ * message. A success (`{"args":[...]}`, what PM2's daemon writes) is told from its first bytes
+ * without parsing the echoed packet; anything else is parsed.
+ */
+export function answerError(arg: Buffer): string | undefined {
+  if (arg.length >= ARGS_HEAD.length && arg.compare(ARGS_HEAD, 0, ARGS_HEAD.length, 0, ARGS_HEAD.length) === 0) return undefined;
+  let answer: unknown;
+  try {
+    answer = JSON.parse(arg.toString('utf8', 2));
+  } catch {
+    return `unreadable answer from PM2: ${arg.toString('utf8', 0, Math.min(arg.length, 80))}`;
+  }
+  if (answer !== null && typeof answer === 'object') {
+    const a = answer as { error?: unknown; args?: unknown };
+    if ('error' in a) return String(a.error);
+    if (Array.isArray(a.args)) return undefined;
+  }
+  return `unexpected answer from PM2: ${arg.toString('utf8', 0, Math.min(arg.length, 80))}`;
+}
