@@ -22,21 +22,60 @@ const AMP_VERSION = 1;
 const CALL_HEAD = 'j:{"type":"call","method":"sendDataToProcessId","args":[';
 const CALL_TAIL = ']}';
 
-/** The frame of `sendDataToProcessId({ id, topic, data })` with call id `id`, as PM2's client writes it. */
-export function encodeSendCall(pmId: number, topic: string, data: unknown, id: string): Buffer {
+/**
+ * The frame of `sendDataToProcessId({ id, topic, data })` with call id `id`, as PM2's client writes
+ * it; with `probeId`, followed in the same buffer by the frame of `unmonitor("_old_<pmId>")` (see
+ * `swapAnswer`).
+ */
+export function encodeSendCall(pmId: number, topic: string, data: unknown, id: string, probeId?: string): Buffer {
   const body = CALL_HEAD + JSON.stringify({ id: pmId, topic, data }) + CALL_TAIL;
-  const bodyLen = Buffer.byteLength(body);
-  const idLen = Buffer.byteLength(id) + 2;
-  const buf = Buffer.allocUnsafe(1 + 4 + bodyLen + 4 + idLen);
-  buf[0] = (AMP_VERSION << 4) | 2;
-  buf.writeUInt32BE(bodyLen, 1);
-  buf.write(body, 5);
-  let off = 5 + bodyLen;
-  buf.writeUInt32BE(idLen, off);
-  off += 4;
-  buf.write('s:', off, 'latin1');
-  buf.write(id, off + 2);
+  const probe = probeId === undefined ? undefined : PROBE_HEAD + pmId + PROBE_TAIL;
+  const size = frameSize(body, id) + (probe === undefined ? 0 : frameSize(probe, probeId as string));
+  const buf = Buffer.allocUnsafe(size);
+  const off = writeFrame(buf, 0, body, id);
+  if (probe !== undefined) writeFrame(buf, off, probe, probeId as string);
   return buf;
+}
+
+/**
+ * The probe that tells which process a send reached. `pm2 reload` (soft or hard, PM2 5.4 to 7.0,
+ * lib/God/Reload.js) moves the old worker to the key `_old_<pm_id>` and forks the new one under
+ * `pm_id` in one synchronous step, and drops the key once the old worker is gone. `unmonitor` of
+ * that key answers `Unknown pm_id` (a plain Error: nothing logged) unless the key exists, and
+ * otherwise only sets `_km_monitored = false` on the parked old worker. The daemon reads both frames
+ * of one small write together and runs both calls in the same turn (amp's parser emits every frame
+ * of a chunk synchronously, both methods are synchronous), so no reload step can come between
+ * them: the probe's answer says whether the send went to a worker forked by a reload in progress.
+ */
+const PROBE_HEAD = 'j:{"type":"call","method":"unmonitor","args":["_old_';
+const PROBE_TAIL = '"]}';
+
+function frameSize(body: string, id: string): number {
+  return 1 + 4 + Buffer.byteLength(body) + 4 + Buffer.byteLength(id) + 2;
+}
+
+/** Writes a two-argument frame `[body, s:<id>]` at `off`; returns where it ends. */
+function writeFrame(buf: Buffer, off: number, body: string, id: string): number {
+  buf[off] = (AMP_VERSION << 4) | 2;
+  const bodyLen = buf.write(body, off + 5);
+  buf.writeUInt32BE(bodyLen, off + 1);
+  let p = off + 5 + bodyLen;
+  const idLen = Buffer.byteLength(id) + 2;
+  buf.writeUInt32BE(idLen, p);
+  p += 4;
+  buf.write('s:', p, 'latin1');
+  buf.write(id, p + 2);
+  return p + idLen;
+}
+
+/**
+ * What the probe's answer says: true when `_old_<pm_id>` existed (a reload was in progress: the send
+ * went to the new worker), false when PM2 answered `Unknown pm_id`, undefined for anything else
+ * (a daemon without `unmonitor`: the caller judges as without a probe).
+ */
+export function swapAnswer(error: string | undefined): boolean | undefined {
+  if (error === undefined) return true;
+  return error === 'Unknown pm_id' ? false : undefined;
 }
 
 /**

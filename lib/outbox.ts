@@ -39,7 +39,13 @@ export function heldBytes(packet: OutPacket): number {
 const REFILL_BELOW = 512;
 
 /** The one PM2 call the outbox needs. `done` must be called once per send, in send order. */
-export type SendFn = (pmId: number, topic: string, data: unknown, done: (err: Error | null) => void) => void;
+/**
+ * A send's answer. `swapped` (only from the module's own RPC connection, rpc-channel.ts): whether
+ * PM2 handed the packet to a worker that a reload in progress had just forked under the pm_id (true)
+ * or not (false); undefined when unknown, and the outbox judges from timing.
+ */
+export type SendDone = (err: Error | null, swapped?: boolean) => void;
+export type SendFn = (pmId: number, topic: string, data: unknown, done: SendDone) => void;
 
 export interface Counters extends RecordCounters {
   in: number;
@@ -99,6 +105,8 @@ interface Recent {
   readonly sentAt: number;
   readonly answeredAt: number;
   readonly beforeAnyFork: boolean;
+  /** What PM2 said of the send (SendDone): reached a worker a reload had just forked. */
+  readonly swapped: boolean | undefined;
 }
 
 interface Target {
@@ -114,7 +122,7 @@ interface Target {
   readonly backlog: Backlog;
   /** Armed while sends wait for the process to read its backlog. */
   paceTimer: unknown;
-  readonly done: (err: Error | null) => void;
+  readonly done: SendDone;
   /** Set after a failed send, when found vacated, or when detached: nothing more goes to it. */
   broken: boolean;
   /**
@@ -151,13 +159,18 @@ const SWAP_MIN_MS = 1;
  * either before that step (the old process) or after it (the new one):
  *   - answered before the step could have ended: before it, the old process;
  *   - written after the stamp: after the step, the new process;
- *   - otherwise, written before and answered well after the step: unless PM2 had forked nothing
- *     new when we read the answer, PM2 handled it after the step (our answer was read late only
- *     when this process was busy for longer than the daemon's fork).
+ *   - otherwise, written before and answered after the step. With the probe's word (`swapped`,
+ *     SendDone) it is known: a reload had swapped the workers when PM2 handled the send, or had
+ *     not (a `pm2 restart` never swaps: the old process stops before the new one is stamped, and
+ *     sends in between are refused, so what PM2 accepted went to the old one). Without it, timing
+ *     decides: unless PM2 had forked nothing new when we read the answer, PM2 handled it after the
+ *     step (our answer was read late only when this process was busy for longer than the daemon's
+ *     fork, which a busy machine does: it repeated one line in about 1 reload in 4 under load).
  */
-export function reachedNewGeneration(sentAt: number, answeredAt: number, replacedAt: number, beforeAnyFork = false): boolean {
+export function reachedNewGeneration(sentAt: number, answeredAt: number, replacedAt: number, beforeAnyFork = false, swapped?: boolean): boolean {
   if (answeredAt < replacedAt + SWAP_MIN_MS) return false;
   if (sentAt >= replacedAt + 1) return true;
+  if (swapped !== undefined) return swapped;
   return !beforeAnyFork;
 }
 
@@ -510,7 +523,7 @@ export class Outbox {
     t.replacedAt = startedAt;
     const byApp = new Map<AppQueue, OutPacket[]>();
     for (let r = t.recent.shift(); r !== undefined; r = t.recent.shift()) {
-      if (!reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork)) continue;
+      if (!reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork, r.swapped)) continue;
       let list = byApp.get(r.app);
       if (!list) byApp.set(r.app, (list = []));
       list.push(r.packet);
@@ -561,7 +574,7 @@ export class Outbox {
         relays: new Deque(),
         backlog: new Backlog(),
         paceTimer: undefined,
-        done: (err) => this.#onDone(created, err),
+        done: (err, swapped) => this.#onDone(created, err, swapped),
         broken: false,
         died: false,
         detached: false,
@@ -588,7 +601,7 @@ export class Outbox {
     }
   }
 
-  #onDone(t: Target, err: Error | null): void {
+  #onDone(t: Target, err: Error | null, swapped?: boolean): void {
     t.inflight--;
     const { packet, app, sentAt, cost } = t.sent.shift() as Sent;
     const answeredAt = this.#preciseNow();
@@ -617,7 +630,7 @@ export class Outbox {
         t.relays.clear();
       }
     } else if (app) {
-      if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork)) {
+      if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork, swapped)) {
         // Accepted by a generation that was not listening yet: send again when it is.
         this.#requeueFront(app, [packet]);
         this.#events.replayed?.(t.pmId, 1);
@@ -626,7 +639,7 @@ export class Outbox {
         this.#counters.recordsOut += recordsOf(packet);
         app.forwarded++;
         // Kept until the target is detached: a vacated target may yet turn out replaced.
-        if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork });
+        if (!t.detached) this.#remember(t, { packet, app, sentAt, answeredAt, beforeAnyFork, swapped });
       }
     } else {
       this.#counters.relayed++;

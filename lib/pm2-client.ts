@@ -191,7 +191,7 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
     // through PM2's client: the API wrapper adds nothing here but a print per send.
     send: (pmId, topic, data, done) => {
       if (channel !== undefined && channel.open) channel.send(pmId, topic, data, done);
-      else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, done);
+      else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, (err: Error | null) => done(err));
     },
     sendsThrough: () => (channel !== undefined && channel.open ? 'own connection' : 'PM2 client'),
     close: () =>

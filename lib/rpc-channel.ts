@@ -12,13 +12,39 @@
  * client, which reconnects by itself.
  */
 import net from 'node:net';
-import { answerError, encodeSendCall, FrameReader, stringArg } from './amp';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer } from './amp';
+import type { SendDone } from './outbox';
 
 export interface RpcChannel {
   /** false once the connection has closed: use PM2's client instead. */
   readonly open: boolean;
-  send(pmId: number, topic: string, data: unknown, done: (err: Error | null) => void): void;
+  /**
+   * Each send is followed, in the same write, by a probe (amp.ts `swapAnswer`): `done`'s second
+   * argument says whether the send reached a worker that a reload in progress had just forked.
+   */
+  send(pmId: number, topic: string, data: unknown, done: SendDone): void;
   close(): void;
+}
+
+const CLOSED = 'the connection to PM2 closed before PM2 answered';
+
+/** A send out, and what PM2 has answered so far (null: not yet). */
+interface Call {
+  readonly done: SendDone;
+  /** The send's error message; undefined: accepted. */
+  error: string | undefined | null;
+  /** The probe's word (amp.ts `swapAnswer`). */
+  swapped: boolean | undefined | null;
+  /** Whether send and probe reached the daemon in one piece (else the probe says nothing). */
+  together: boolean;
+}
+
+/** The most a write can hold to reach the daemon's socket as one kernel buffer (see send). */
+const ONE_READ_BYTES = 32 * 1024;
+
+function settle(c: Call): void {
+  if (c.error !== undefined && c.error !== null) c.done(new Error(c.error));
+  else c.done(null, c.together ? (c.swapped ?? undefined) : undefined);
 }
 
 /** Connect to the daemon's RPC socket (a Unix socket path, or a Windows pipe); undefined if it fails. */
@@ -45,24 +71,35 @@ export function rpcChannel(sock: net.Socket): RpcChannel {
   // Call ids: unique on this connection (the daemon answers each call with its id).
   const prefix = `pm2si-${process.pid}:`;
   let next = 0;
-  const waiting = new Map<string, (err: Error | null) => void>();
+  /** Sends out, by call id; the probe's call id is the send's plus `?`. */
+  const calls = new Map<string, Call>();
   let open = true;
   const reader = new FrameReader((args) => {
     if (args.length < 2) return;
     const id = stringArg(args[args.length - 1]);
-    const done = waiting.get(id);
-    if (done === undefined) return;
-    waiting.delete(id);
+    const probe = id.endsWith('?');
+    const key = probe ? id.slice(0, -1) : id;
+    const c = calls.get(key);
+    if (c === undefined) return;
     const error = answerError(args[0]);
-    done(error === undefined ? null : new Error(error));
+    if (probe) c.swapped = swapAnswer(error);
+    else c.error = error;
+    // Done once both are answered (PM2 answers them in order; a test's fake may not).
+    if (c.error === null || c.swapped === null) return;
+    calls.delete(key);
+    settle(c);
   });
   sock.on('data', (chunk: Buffer) => reader.push(chunk));
   const closed = (): void => {
     if (!open) return;
     open = false;
-    const out = [...waiting.values()];
-    waiting.clear();
-    for (const done of out) done(new Error('the connection to PM2 closed before PM2 answered'));
+    const out = [...calls.values()];
+    calls.clear();
+    for (const c of out) {
+      if (c.error === null) c.error = CLOSED;
+      if (c.swapped === null) c.swapped = undefined;
+      settle(c);
+    }
   };
   sock.on('error', closed);
   sock.on('close', closed);
@@ -79,9 +116,14 @@ export function rpcChannel(sock: net.Socket): RpcChannel {
         return;
       }
       const id = prefix + next++;
-      const frame = encodeSendCall(pmId, topic, data, id);
-      waiting.set(id, done);
-      sock.write(frame);
+      const c: Call = { done, error: null, swapped: null, together: true };
+      calls.set(id, c);
+      const frames = encodeSendCall(pmId, topic, data, id, `${id}?`);
+      sock.write(frames);
+      // The probe speaks for the send only if the daemon reads both in one read: written whole at
+      // once (nothing queued in Node, no partial write) and small enough for one kernel buffer of
+      // a Unix socket (one skb: up to 32 KB of pages plus a head), so no read can fall between.
+      if (frames.length > ONE_READ_BYTES || sock.writableLength > 0) c.together = false;
     },
     close() {
       closed();

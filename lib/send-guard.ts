@@ -29,7 +29,7 @@
  * The cost is a round trip through the bus per send; the figures are in the README.
  */
 import type { BusHandlers, Pm2Client } from './pm2-client';
-import type { SendFn } from './outbox';
+import type { SendDone, SendFn } from './outbox';
 
 /** The topic of the guard's own fence packets; never relayed. */
 export const FENCE_TOPIC = 'pm2-scoped-intercom:fence';
@@ -63,7 +63,9 @@ interface Pending {
   pmId: number;
   topic: string;
   data: unknown;
-  done: (err: Error | null) => void;
+  done: SendDone;
+  /** The probe's word on the send (SendDone), passed on. */
+  swapped?: boolean;
 }
 
 export interface SendGuardStats {
@@ -110,7 +112,7 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
     const p = current as Pending;
     current = undefined;
     fence = undefined;
-    p.done(err);
+    p.done(err, p.swapped);
     next();
   };
 
@@ -125,9 +127,10 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
       }
       current = p;
       errorSeen = false;
-      client.send(p.pmId, p.topic, p.data, (err) => {
+      client.send(p.pmId, p.topic, p.data, (err, swapped) => {
         if (current !== p) return;
         if (err) return finish(err);
+        p.swapped = swapped;
         postFence();
       });
     }

@@ -136,4 +136,60 @@ async function restartWhileBehind(sb, writers, stallMs = 1000) {
   }
 }
 
-module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind };
+/**
+ * `pm2 reload <writer id>` while the module reads PM2's answer to its send in flight late: after
+ * the reload has forked the new worker, although PM2 handed the packet to the old one before.
+ * PM2's daemon is paused so that the module's next send waits in the daemon's socket; the module is
+ * paused; the daemon resumes (it answers that send: the old worker has the packet) and the reload
+ * runs; once the new worker is forked, the module resumes. Judged from timing alone, that answer
+ * looks like the new worker's (written before the swap, read after the fork): sent again, twice.
+ */
+async function reloadWhileAnswerReadLate(sb, writer) {
+  const fs = require('fs');
+  const path = require('path');
+  const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
+  const mod = (await sb.moduleProc()).pid;
+  const cont = (pid) => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+  };
+  const children = () => {
+    try {
+      return fs.readFileSync(`/proc/${daemon}/task/${daemon}/children`, 'utf8').trim().split(/\s+/).map(Number).filter((n) => n > 0);
+    } catch {
+      return [];
+    }
+  };
+  const pmIdOf = (pid) => {
+    try {
+      const env = fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').find((e) => e.startsWith('pm2_env='));
+      return env === undefined ? undefined : JSON.parse(env.slice(8)).pm_id;
+    } catch {
+      return undefined;
+    }
+  };
+  const before = new Set(children());
+  process.kill(daemon, 'SIGSTOP');
+  let reload;
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(mod, 'SIGSTOP');
+    cont(daemon);
+    reload = sb.pm2(['reload', String(writer.pm_id)]);
+    await waitFor(() => children().some((pid) => !before.has(pid) && pmIdOf(pid) === writer.pm_id), {
+      timeoutMs: 30000,
+      every: 5,
+      what: `the reload to fork a new worker for pm_id ${writer.pm_id}`,
+    });
+    cont(mod);
+    await reload;
+  } finally {
+    cont(daemon);
+    cont(mod);
+  }
+}
+
+module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };

@@ -32,4 +32,12 @@ describe('reachedNewGeneration', () => {
   it('... unless no new process existed when the answer was read: the old process had it, the answer was read late', () => {
     expect(reachedNewGeneration(U - 0.1, U + 4, U, true)).toBe(false);
   });
+
+  it('with the probe\'s word (a reload\'s swap seen or not when PM2 handled it): that word, whatever the timing', () => {
+    expect(reachedNewGeneration(U - 6, U + 8, U, false, false)).toBe(false);
+    expect(reachedNewGeneration(U - 0.1, U + 4, U, true, true)).toBe(true);
+    // The clear cases stay clear: answered before the stamp, written after it.
+    expect(reachedNewGeneration(U - 5, U - 0.2, U, false, true)).toBe(false);
+    expect(reachedNewGeneration(U + 1, U + 9, U, false, false)).toBe(true);
+  });
 });

@@ -138,6 +138,31 @@ describe('Outbox', () => {
     expect(delivered.map((d) => d.data)).toEqual([...seq('web', 0, 4), ...seq('web', 2, 5)]);
   });
 
+  it('the sends in flight at a reload\'s swap: the probe\'s word decides, not when the answer was read', () => {
+    for (const probe of [true, false]) {
+      const { outbox, writer, generation, calls, pending, delivered, counters, log, tick } = setup({ maxInflight: 2 });
+      writer.set('web', 0);
+      log('web', 0, 2); // both written before the stamp
+      tick(1);
+      const stamp = Math.floor(tick(0)) + 1;
+      tick(30); // both answers read long after the fork
+      const answer = (swapped: boolean) => {
+        const s = pending.shift()!;
+        delivered.push({ pmId: s.pmId, data: s.data });
+        s.done(null, probe ? swapped : undefined);
+      };
+      answer(false); // PM2 handled it before the swap: the old worker wrote it
+      answer(true); // after the swap: the new worker had it before it listened
+      generation.set(0, stamp);
+      outbox.revive(0, stamp);
+      // Without the probe, timing alone cannot tell the first from the second: both go again.
+      expect(calls).toEqual([probe ? 'replayed 0 1' : 'replayed 0 2']);
+      expect(counters).toMatchObject({ out: probe ? 1 : 0, held: probe ? 1 : 2 });
+      outbox.pump('web');
+      expect(pending.map((p) => p.data)).toEqual(probe ? seq('web', 1, 2) : seq('web', 0, 2));
+    }
+  });
+
   it('a target found dying is not judged against the next generation (kill -9: never sent twice)', () => {
     const { outbox, writer, vacancy, calls, counters, answerAll, log, tick } = setup();
     writer.set('web', 0);

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { answerError, encodeSendCall, FrameReader, stringArg } from '../../lib/amp';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer } from '../../lib/amp';
 import { openRpcChannel, type RpcChannel } from '../../lib/rpc-channel';
 import { createPm2Client, type LoadedPm2 } from '../../lib/pm2-client';
 
@@ -24,6 +24,16 @@ describe('amp: the sendDataToProcessId frame', () => {
       expect(ours.equals(pm2s)).toBe(true);
       expect(new Message(ours).args).toEqual([{ type: 'call', method: 'sendDataToProcessId', args: [{ id: 3, topic: 'log4js:message', data }] }, '4242:17']);
     }
+  });
+
+  it('appends the probe frame: unmonitor("_old_<pm_id>"), as PM2 client would write it', () => {
+    const both = encodeSendCall(3, 't', LINE, '1:0', '1:0?');
+    const send = new Message([{ type: 'call', method: 'sendDataToProcessId', args: [{ id: 3, topic: 't', data: LINE }] }, '1:0']).toBuffer();
+    const probe = new Message([{ type: 'call', method: 'unmonitor', args: ['_old_3'] }, '1:0?']).toBuffer();
+    expect(both.equals(Buffer.concat([send, probe]))).toBe(true);
+    expect(swapAnswer(undefined)).toBe(true);
+    expect(swapAnswer('Unknown pm_id')).toBe(false);
+    expect(swapAnswer('method "unmonitor" does not exist')).toBeUndefined();
   });
 
   it('reads frames split anywhere across chunks, and several in one chunk', () => {
@@ -55,8 +65,14 @@ class FrameArgs {
   }
 }
 
-/** A stand-in for PM2's daemon RPC socket: answers calls as `answer` says, with PM2's codec. */
+/**
+ * A stand-in for PM2's daemon RPC socket: answers sendDataToProcessId calls as `answer` says, with
+ * PM2's codec, and `unmonitor` as PM2's daemon does (`Unknown pm_id` unless the key is in `parked`,
+ * the `_old_<pm_id>` keys of reloads in progress). `calls`: the sendDataToProcessId calls.
+ */
 function fakeDaemon(answer: (call: { method: string; args: { id: number }[] }, reply: (obj: unknown) => void) => void) {
+  const parked = new Set<string>();
+  const probes: unknown[] = [];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-rpc-'));
   const file = path.join(dir, 'rpc.sock');
   const socks: net.Socket[] = [];
@@ -66,14 +82,23 @@ function fakeDaemon(answer: (call: { method: string; args: { id: number }[] }, r
     const reader = new FrameReader((args) => {
       const msg = new Message(Buffer.concat([Buffer.from([0x12]), ...args.flatMap((a) => [u32(a.length), a])])).args;
       const id = msg[1];
-      calls.push(msg[0]);
-      answer(msg[0] as { method: string; args: { id: number }[] }, (obj) => sock.write(new Message([obj, id]).toBuffer()));
+      const call = msg[0] as { method: string; args: { id: number }[] };
+      const reply = (obj: unknown) => sock.write(new Message([obj, id]).toBuffer());
+      if (call.method === 'unmonitor') {
+        probes.push(call.args[0]);
+        const key = String(call.args[0]);
+        return reply(parked.has(key) ? { args: [{ success: true, pm_id: key }] } : { error: 'Unknown pm_id', stack: 'Error: Unknown pm_id\n    at Monitor' });
+      }
+      calls.push(call);
+      answer(call, reply);
     });
     sock.on('data', (c: Buffer) => reader.push(c));
   });
   return {
     file,
     calls,
+    probes,
+    parked,
     listen: () => new Promise<void>((r) => server.listen(file, r)),
     dropConnections: () => socks.forEach((s) => s.destroy()),
     close: () => {
@@ -90,8 +115,8 @@ function u32(n: number): Buffer {
   return b;
 }
 
-const sendAll = (ch: RpcChannel, ids: number[]) =>
-  Promise.all(ids.map((id) => new Promise<string>((r) => ch.send(id, 'log4js:message', LINE, (err) => r(err ? err.message : 'ok')))));
+const sendAll = (ch: RpcChannel, ids: number[], data: unknown = LINE) =>
+  Promise.all(ids.map((id) => new Promise<string>((r) => ch.send(id, 'log4js:message', data, (err, swapped) => r(err ? err.message : `ok ${swapped}`)))));
 
 describe('rpc-channel: the relay\'s own connection to the daemon', () => {
   let cleanup: (() => void)[] = [];
@@ -115,8 +140,22 @@ describe('rpc-channel: the relay\'s own connection to the daemon', () => {
     await d.listen();
     const ch = (await openRpcChannel(d.file))!;
     cleanup.push(() => ch.close(), d.close);
-    expect(await sendAll(ch, [1, 2, 9])).toEqual(['ok', 'ok', 'Process with ID <9> offline.']);
+    expect(await sendAll(ch, [1, 2, 9])).toEqual(['ok false', 'ok false', 'Process with ID <9> offline.']);
     expect(d.calls).toEqual([1, 2, 9].map((id) => ({ type: 'call', method: 'sendDataToProcessId', args: [{ id, topic: 'log4js:message', data: LINE }] })));
+  });
+
+  it('follows each send with the probe in the same write, and says what it answered', async () => {
+    const d = fakeDaemon((call, reply) => reply({ args: [{ success: true, data: call.args[0] }] }));
+    await d.listen();
+    const ch = (await openRpcChannel(d.file))!;
+    cleanup.push(() => ch.close(), d.close);
+    expect(await sendAll(ch, [1, 2])).toEqual(['ok false', 'ok false']);
+    expect(d.probes).toEqual(['_old_1', '_old_2']);
+    // A reload of pm_id 2 in progress: the worker under 2 is the new one.
+    d.parked.add('_old_2');
+    expect(await sendAll(ch, [1, 2])).toEqual(['ok false', 'ok true']);
+    // Too big for one read of the daemon: the probe cannot speak for the send.
+    expect(await sendAll(ch, [2], 'x'.repeat(40 * 1024))).toEqual(['ok undefined']);
   });
 
   it('answers what is out with an error when the connection closes, and refuses later sends', async () => {
@@ -158,6 +197,7 @@ describe('rpc-channel: the relay\'s own connection to the daemon', () => {
     expect(c.sendsThrough?.()).toBe('own connection');
     expect(await send(1)).toBeNull();
     expect(d.calls).toHaveLength(1);
+    expect(d.probes).toEqual(['_old_1']);
     expect(remote).toEqual([]);
     d.dropConnections();
     await new Promise((r) => setTimeout(r, 50));
