@@ -84,9 +84,11 @@ function lossAtOneMoment(r, moment = Infinity, slackMs = 50) {
 }
 
 /**
- * A `pm2 reload` swaps each writer with one send in flight whose fate the module judges from
- * timing (README, "Writers that go away"): at most that one line per swapped writer may be missing
- * or twice; every other line exactly once, none foreign.
+ * A `pm2 reload` swaps each writer with one send in flight. With /proc the probe sent with it says
+ * where it went (tests expect 0/0); without /proc (the send guard) the module learns of the new
+ * worker only at its `online` event, and a send that reached it once it listened is sent again
+ * (README, "Without /proc"): at most one line per swapped writer may be missing or twice; every
+ * other line exactly once, none foreign.
  */
 function withinReloadDoubt(r, swappedWriters = 1) {
   return r.foreign === 0 && r.missing + r.duplicated <= swappedWriters;
