@@ -147,6 +147,10 @@ export class Writers implements SendGate {
 
   /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
   #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
+    // Last chance to learn the app's files from the writer that goes (alive in a reload, parked
+    // by PM2; still open at PM2's "Stopping app" line), before its successor is judged by them.
+    const going = this.#registry.process(pmId);
+    if (going !== undefined && this.#writer.get(going.appKey) === pmId) this.learnFiles(going.appKey);
     const proc = this.#registry.markUnreachable(pmId);
     this.#reporter.count(countLine);
     this.#reconcileSoon(reconcileInMs);
@@ -170,6 +174,8 @@ export class Writers implements SendGate {
     const writer = opening ? undefined : e.writer?.pmId;
     const had = this.#writer.has(appKey);
     this.#writer.set(appKey, writer);
+    // Learnt as early as possible: a reload seconds after the app started must find them known.
+    if (writer !== undefined && writer !== before) this.learnFiles(appKey);
     this.#clearReadyTimer(appKey);
     const recheckAt = opening ? this.#now() + FILES_POLL_MS : writer === undefined ? e.readyAt : undefined;
     if (recheckAt !== undefined) {
@@ -210,7 +216,8 @@ export class Writers implements SendGate {
 
   /**
    * Learn an app's writer-only files from its ready writer and another of its instances (once per
-   * writer process, a few looks at most). Called every second.
+   * writer process, a few looks at most). Called every second, when a writer becomes ready, and
+   * when it goes out of service.
    */
   learnFiles(appKey: string): void {
     const pmId = this.#writer.get(appKey);

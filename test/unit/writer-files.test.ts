@@ -149,3 +149,56 @@ describe('Relay with writer files', () => {
     expect(lines.filter((l) => /pm_id 0 \(pid 200\) has not opened \/var\/log\/web\/app\.log/.test(l))).toHaveLength(1);
   });
 });
+
+describe('Relay with writer files: learnt from the writer that goes', () => {
+  it('a reload seconds after the app started: the files are learnt from the parked old writer, and the new one is held until it opens them', async () => {
+    const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
+    const client = new FakeClient();
+    client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
+    const timers = new FakeTimers();
+    const lines: string[] = [];
+    const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
+    // At its election the writer has not configured log4js yet: nothing to learn then.
+    const open = new Map<number, Set<string>>([
+      [100, new Set(PM2_LOGS)],
+      [101, new Set(PM2_LOGS)],
+      [102, new Set(PM2_LOGS)],
+      [200, new Set(PM2_LOGS)],
+    ]);
+    let forked: number | undefined;
+    const relay = new Relay({
+      client,
+      settings,
+      reporter,
+      timers,
+      now: () => timers.now,
+      preciseNow: () => timers.now,
+      newcomers: { after: (pmId) => (pmId === 0 ? forked : undefined), forked: () => undefined },
+      liveness: { isAlive: () => true, forget: () => {} },
+      writerFiles: new WriterFiles((pid) => open.get(pid)),
+    });
+    await relay.start();
+    timers.advance(1000);
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-first' });
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['web-first']);
+    open.get(100)!.add('/var/log/web/app.log'); // configured now; no periodic look has run since
+    // `pm2 reload`: the new worker (pid 200) is forked under pm_id 0, the old one parked, alive.
+    forked = 200;
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-0' });
+    for (let i = 0; i < 10; i++) await flush();
+    client.procs[0] = { ...client.procs[0], pid: 200, pm_uptime: timers.now };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: timers.now }));
+    timers.advance(150);
+    for (let i = 0; i < 10; i++) await flush();
+    forked = undefined;
+    timers.advance(2000); // past ready_delay; the new worker has not configured log4js yet
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['web-first']);
+    open.get(200)!.add('/var/log/web/app.log');
+    timers.advance(100);
+    for (let i = 0; i < 60; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['web-first', 'web-0']);
+    expect(lines.join('\n')).not.toMatch(/has not opened/);
+  });
+});
