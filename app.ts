@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   // them every send waits for a fence on PM2's bus, so PM2's daemon is never sent into a closed
   // channel twice (send-guard.ts).
   const useProc = settings.proc_checks === 'auto' && procReadable();
-  const pm2 = createPm2Client();
+  const pm2 = createPm2Client(undefined, { reloadProbe: settings.reload_probe === 'on' });
   const guarded = useProc ? undefined : guardSends(pm2, { post: (packet) => process.send?.(packet, undefined, undefined, () => {}) });
   const client = guarded ?? pm2;
   await client.connect();

@@ -78,6 +78,14 @@ export function swapAnswer(error: string | undefined): boolean | undefined {
   return error === 'Unknown pm_id' ? false : undefined;
 }
 
+const UNKNOWN_HEAD = Buffer.from('j:{"error":"Unknown pm_id"');
+
+/** `swapAnswer` of a probe's answer frame argument; its usual answer told from its first bytes. */
+export function swapAnswerOf(arg: Buffer): boolean | undefined {
+  if (arg.length >= UNKNOWN_HEAD.length && arg.compare(UNKNOWN_HEAD, 0, UNKNOWN_HEAD.length, 0, UNKNOWN_HEAD.length) === 0) return false;
+  return swapAnswer(answerError(arg));
+}
+
 /**
  * Splits a byte stream into amp frames and hands each frame's arguments (views into the stream's
  * bytes: valid only during the call) to `onFrame`. A frame may span chunks.

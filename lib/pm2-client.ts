@@ -153,11 +153,15 @@ export interface Pm2ClientOptions {
    * through PM2's client. @default openRpcChannel (PM2SI_OWN_RPC=0 turns it off)
    */
   openChannel?: ((address: string) => Promise<RpcChannel | undefined>) | null;
+  /** Follow each send on the own connection with the reload probe (rpc-channel.ts). @default true */
+  reloadProbe?: boolean;
 }
 
 export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
   const { api } = loaded;
-  const openChannel = opts.openChannel !== undefined ? opts.openChannel : process.env.PM2SI_OWN_RPC === '0' ? null : openRpcChannel;
+  const probe = opts.reloadProbe !== false;
+  const openChannel =
+    opts.openChannel !== undefined ? opts.openChannel : process.env.PM2SI_OWN_RPC === '0' ? null : (address: string) => openRpcChannel(address, { probe });
   let channel: RpcChannel | undefined;
   return {
     version: loaded.version,

@@ -12,7 +12,7 @@
  * client, which reconnects by itself.
  */
 import net from 'node:net';
-import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer } from './amp';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswerOf } from './amp';
 import type { SendDone } from './outbox';
 
 export interface RpcChannel {
@@ -47,8 +47,16 @@ function settle(c: Call): void {
   else c.done(null, c.together ? (c.swapped ?? undefined) : undefined);
 }
 
+export interface RpcChannelOptions {
+  /**
+   * Follow each send with the reload probe (amp.ts; the `reload_probe` setting). It costs PM2's
+   * daemon an error it builds per send (about as much CPU as the send itself). @default true
+   */
+  probe?: boolean;
+}
+
 /** Connect to the daemon's RPC socket (a Unix socket path, or a Windows pipe); undefined if it fails. */
-export function openRpcChannel(address: string, timeoutMs = 3000): Promise<RpcChannel | undefined> {
+export function openRpcChannel(address: string, opts: RpcChannelOptions = {}, timeoutMs = 3000): Promise<RpcChannel | undefined> {
   return new Promise((resolve) => {
     const sock = net.createConnection(address);
     const timer = setTimeout(() => {
@@ -61,13 +69,14 @@ export function openRpcChannel(address: string, timeoutMs = 3000): Promise<RpcCh
     });
     sock.once('connect', () => {
       clearTimeout(timer);
-      resolve(rpcChannel(sock));
+      resolve(rpcChannel(sock, opts));
     });
   });
 }
 
 /** The channel over a connected socket (exported for tests). */
-export function rpcChannel(sock: net.Socket): RpcChannel {
+export function rpcChannel(sock: net.Socket, opts: RpcChannelOptions = {}): RpcChannel {
+  const probe = opts.probe !== false;
   // Call ids: unique on this connection (the daemon answers each call with its id).
   const prefix = `pm2si-${process.pid}:`;
   let next = 0;
@@ -81,9 +90,8 @@ export function rpcChannel(sock: net.Socket): RpcChannel {
     const key = probe ? id.slice(0, -1) : id;
     const c = calls.get(key);
     if (c === undefined) return;
-    const error = answerError(args[0]);
-    if (probe) c.swapped = swapAnswer(error);
-    else c.error = error;
+    if (probe) c.swapped = swapAnswerOf(args[0]);
+    else c.error = answerError(args[0]);
     // Done once both are answered (PM2 answers them in order; a test's fake may not).
     if (c.error === null || c.swapped === null) return;
     calls.delete(key);
@@ -116,14 +124,14 @@ export function rpcChannel(sock: net.Socket): RpcChannel {
         return;
       }
       const id = prefix + next++;
-      const c: Call = { done, error: null, swapped: null, together: true };
+      const c: Call = { done, error: null, swapped: probe ? null : undefined, together: probe };
       calls.set(id, c);
-      const frames = encodeSendCall(pmId, topic, data, id, `${id}?`);
+      const frames = encodeSendCall(pmId, topic, data, id, probe ? `${id}?` : undefined);
       sock.write(frames);
       // The probe speaks for the send only if the daemon reads both in one read: written whole at
       // once (nothing queued in Node, no partial write) and small enough for one kernel buffer of
       // a Unix socket (one skb: up to 32 KB of pages plus a head), so no read can fall between.
-      if (frames.length > ONE_READ_BYTES || sock.writableLength > 0) c.together = false;
+      if (probe && (frames.length > ONE_READ_BYTES || sock.writableLength > 0)) c.together = false;
     },
     close() {
       closed();

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer } from '../../lib/amp';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer, swapAnswerOf } from '../../lib/amp';
 import { openRpcChannel, type RpcChannel } from '../../lib/rpc-channel';
 import { createPm2Client, type LoadedPm2 } from '../../lib/pm2-client';
 
@@ -34,6 +34,10 @@ describe('amp: the sendDataToProcessId frame', () => {
     expect(swapAnswer(undefined)).toBe(true);
     expect(swapAnswer('Unknown pm_id')).toBe(false);
     expect(swapAnswer('method "unmonitor" does not exist')).toBeUndefined();
+    const arg = (obj: unknown) => new FrameArgs(new Message([obj, 'x']).toBuffer()).first;
+    expect(swapAnswerOf(arg({ error: 'Unknown pm_id', stack: 'Error: Unknown pm_id\n    at Monitor (ActionMethods.js:848)' }))).toBe(false);
+    expect(swapAnswerOf(arg({ args: [{ success: true, pm_id: '_old_3' }] }))).toBe(true);
+    expect(swapAnswerOf(arg({ error: 'method "unmonitor" does not exist' }))).toBeUndefined();
   });
 
   it('reads frames split anywhere across chunks, and several in one chunk', () => {
@@ -156,6 +160,17 @@ describe('rpc-channel: the relay\'s own connection to the daemon', () => {
     expect(await sendAll(ch, [1, 2])).toEqual(['ok false', 'ok true']);
     // Too big for one read of the daemon: the probe cannot speak for the send.
     expect(await sendAll(ch, [2], 'x'.repeat(40 * 1024))).toEqual(['ok undefined']);
+  });
+
+  it('with the probe off (reload_probe=off): the send alone, and no word on a swap', async () => {
+    const d = fakeDaemon((call, reply) => reply({ args: [{ success: true, data: call.args[0] }] }));
+    await d.listen();
+    d.parked.add('_old_2');
+    const ch = (await openRpcChannel(d.file, { probe: false }))!;
+    cleanup.push(() => ch.close(), d.close);
+    expect(await sendAll(ch, [1, 2])).toEqual(['ok undefined', 'ok undefined']);
+    expect(d.probes).toEqual([]);
+    expect(d.calls).toHaveLength(2);
   });
 
   it('answers what is out with an error when the connection closes, and refuses later sends', async () => {
