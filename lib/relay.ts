@@ -290,6 +290,7 @@ export class Relay {
     this.#stopped = true;
     if (this.#reconcileTimer !== undefined) this.#timers.clearTimeout(this.#reconcileTimer);
     this.writers.stop();
+    this.outbox.stop();
   }
 
   #restore(held: Record<string, OutPacket[]>): void {

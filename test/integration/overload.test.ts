@@ -78,7 +78,8 @@ describe('error storms', () => {
     const mod = await sb.moduleProc();
     expect(mod.pm2_env.restart_time).toBe(mod0.pm2_env.restart_time);
     expect(sb.moduleLog()).toMatch(/app=burst .*held log packets pass buffer_mb=8: the newer ones go to the spool on disk/);
-  });
+    // Bounded by the drain wait above (300 s), not by the suite's default: 168 s at load 15.
+  }, 420_000);
 
   it('a module restart while a spool drains loses and repeats nothing', async () => {
     const go = `${sb.work}/drain.go`;

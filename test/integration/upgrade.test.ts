@@ -114,11 +114,18 @@ describe('pm2 install over a running module (upgrade and downgrade)', () => {
     // 0.1.0 saved what it still held at its stop (when it was behind) in the module's folder,
     // which PM2 deletes: those packets, and only those, are lost. It says how many.
     const stop = /SIGINT: stopping; (a bridge listens|NO bridge).*; (\d+) held log packets kept/.exec(log);
-    expect(stop, '0.1.0 says how it stopped').not.toBeNull();
-    const kept = Number(stop![2]);
-    console.log(`from-released: 0.1.0 stopped with ${stop![1]}, ${kept} held packets (lost with its folder)`);
     expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
     expect(log).toMatch(/ relaying .*report_interval=7/);
+    if (stop === null) {
+      // 0.1.0 did not get to say how it stopped: on a loaded machine its drain outlasts PM2's
+      // kill_timeout and PM2 kills it (seen at load 15). What it held dies with it; nothing this
+      // version can recover, and nothing may be duplicated or foreign (checked above).
+      expect(fs.readFileSync(path.join(sb.home, 'pm2.log'), 'utf8'), '0.1.0 neither said how it stopped nor was killed by PM2').toMatch(/still alive after \d+ms, sending SIGKILL/);
+      console.log('from-released: 0.1.0 was killed by PM2 before it said how it stopped');
+      return;
+    }
+    const kept = Number(stop![2]);
+    console.log(`from-released: 0.1.0 stopped with ${stop![1]}, ${kept} held packets (lost with its folder)`);
     // 0.1.0 waits only 2 s for its bridge: on a loaded machine it may start none, and then what
     // apps sent during the install is lost too (nothing this version can recover).
     if (stop![1] === 'NO bridge') return;

@@ -177,6 +177,17 @@ describe('Outbox', () => {
     expect(counters).toMatchObject({ out: 1, held: 1 });
   });
 
+  it('stopped (shutdown): an answer that comes later sends nothing more, so what is saved is what is held', () => {
+    const { outbox, writer, pending, counters, answer, log } = setup();
+    writer.set('web', 0);
+    log('web', 0, 3); // web-0 in flight, web-1 and web-2 held
+    outbox.stop();
+    answer(1); // web-0 answered after the stop
+    expect(pending).toHaveLength(0);
+    expect(counters).toMatchObject({ out: 1 });
+    expect(outbox.takeMemoryHeld()).toEqual({ web: seq('web', 1, 3).map((data) => ({ topic: 'log4js:message', data })) });
+  });
+
   it('relays go out per target, a fresh object each, and are never held', () => {
     const { outbox, pending, counters, answerAll } = setup();
     const data = { n: 1 };
