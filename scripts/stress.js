@@ -162,7 +162,7 @@ async function runScenario(key, opt, tarball, out) {
         row.bound = abrupt ? r.missing : 0;
         row.ranges = r.missingRanges.slice(0, 6).map((m) => `${m.pid}#${m.first}-${m.last}`).join(' ');
         // What the module said of this app, to tell why (printed for runs that lost or repeated lines).
-        if (r.missing || r.duplicated) row.moduleSaid = sb.moduleLog().split('\n').filter((l) => l.includes(name) || /sent again|stopped before|refused/.test(l)).slice(-40);
+        if (r.missing || r.duplicated) row.moduleSaid = sb.moduleLog().split('\n').filter((l) => l.includes(name) || /sent again|stopped before|refused|SIGINT|bridge| relaying |restored|could not|internal error/.test(l)).slice(-40);
       } catch (err) {
         row.error = String(err.message).split('\n')[0].slice(0, 300);
       }
