@@ -19,6 +19,8 @@ export interface OutPacket {
   data: unknown;
   /** What it costs held in memory (estimated when it is held). */
   bytes?: number;
+  /** Non-string data: its length as JSON in UTF-8 bytes, what PM2 writes into the writer's pipe (measured when it is held). */
+  wire?: number;
 }
 
 /**
@@ -26,12 +28,21 @@ export interface OutPacket {
  * header. Measured: 320 B for a log4js line whose serialised data is 245 characters.
  */
 export function heldBytes(packet: OutPacket): number {
+  return sizeUp({ topic: packet.topic, data: packet.data });
+}
+
+/**
+ * Sets `bytes` (heldBytes) and, for non-string data, `wire`, from one serialisation; returns `bytes`.
+ */
+export function sizeUp(packet: OutPacket): number {
   const d = packet.data;
-  if (typeof d === 'string') return d.length + 80;
+  if (typeof d === 'string') return (packet.bytes = d.length + 80);
   try {
-    return (JSON.stringify(d)?.length ?? 0) * 2 + 80;
+    const json = JSON.stringify(d) ?? '';
+    packet.wire = Buffer.byteLength(json);
+    return (packet.bytes = json.length * 2 + 80);
   } catch {
-    return 1024;
+    return (packet.bytes = 1024);
   }
 }
 
@@ -315,8 +326,8 @@ export class Outbox {
     const app = this.#app(appKey);
     const spool = this.#opts.spool;
     // Behind what is spooled (order), or past the memory bound with something already queued.
-    packet.bytes = heldBytes(packet); // once: for non-string data it serialises
-    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#bytes + packet.bytes > this.#opts.bufferBytes))) {
+    const bytes = sizeUp(packet); // once: for non-string data it serialises
+    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#bytes + bytes > this.#opts.bufferBytes))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
         this.#counters.held++;
@@ -341,7 +352,11 @@ export class Outbox {
    */
   restore(appKey: string, packets: readonly OutPacket[]): void {
     const app = this.#app(appKey);
-    const list = packets.map((p) => ({ topic: p.topic, data: p.data, bytes: heldBytes(p) }));
+    const list = packets.map((p) => {
+      const out: OutPacket = { topic: p.topic, data: p.data };
+      sizeUp(out);
+      return out;
+    });
     this.#requeueFront(app, list);
   }
 
@@ -380,9 +395,9 @@ export class Outbox {
 
   /** Into memory; past the bound with no spool to take it, the oldest of this app go. */
   #hold(app: AppQueue, packet: OutPacket): void {
-    packet.bytes ??= heldBytes(packet);
+    const bytes = packet.bytes ?? sizeUp(packet);
     app.queue.push(packet);
-    this.#bytes += packet.bytes;
+    this.#bytes += bytes;
     this.#counters.held++;
     if (this.#bytes > this.#opts.bufferBytes && (this.#opts.spool === undefined || this.#opts.spool.failure !== undefined)) this.#overflow(app);
   }
@@ -395,9 +410,8 @@ export class Outbox {
       const packets = spool.take(app.key);
       this.#counters.spooled -= packets.length;
       for (const p of packets) {
-        p.bytes = heldBytes(p);
         app.queue.push(p);
-        this.#bytes += p.bytes;
+        this.#bytes += sizeUp(p);
       }
       // What could not be read back is gone: held no more.
       const lost = this.#counters.spooled - spool.count;

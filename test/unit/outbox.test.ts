@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { pipeCost } from '../../lib/backlog';
-import { newCounters, Outbox, type OutPacket } from '../../lib/outbox';
+import { newCounters, Outbox, sizeUp, type OutPacket } from '../../lib/outbox';
 import type { SendGate, Vacancy } from '../../lib/writers';
 import { FakeTimers } from './fakes';
 
@@ -294,6 +294,20 @@ describe('Outbox', () => {
       timers.advance(1);
       answerAll();
       expect(delivered).toHaveLength(2);
+    });
+
+    it('a client batch costs its JSON in the writer\'s pipe (UTF-8 bytes), not its memory estimate', () => {
+      const data = { ch: 'pino', b: seq('r', 0, 100) };
+      const json = Buffer.byteLength(JSON.stringify(data));
+      const packet: OutPacket = { topic: 'pm2-scoped-intercom:log', data };
+      sizeUp(packet);
+      expect(packet.wire).toBe(json);
+      expect(packet.bytes).toBeGreaterThan(2 * json);
+      expect(pipeCost(packet)).toBeGreaterThan(json);
+      expect(pipeCost(packet)).toBeLessThan(json + 2048);
+      const wide: OutPacket = { topic: 'pm2-scoped-intercom:log', data: { ch: 'pino', b: ['日本語のログ'.repeat(50)] } };
+      sizeUp(wide);
+      expect(pipeCost(wide)).toBeGreaterThan(Buffer.byteLength(JSON.stringify(wide.data)));
     });
 
     it('a refused send frees its room: it was never written', () => {
