@@ -68,4 +68,17 @@ describe('the published package', () => {
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stderr).toMatch(/pm2-scoped-intercom@\d+\.\d+\.\d+/);
   });
+
+  // PM2 starts the module with these (`pm2 install` runs the `apps` entry); a flag this node does
+  // not know would stop it at start ("bad option"), so they are tried here on the node under test.
+  it("the module's node_args are the memory flags, and this node accepts them", async () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { apps: { node_args: string[] }[] };
+    const args = pkg.apps[0].node_args;
+    expect(args).toEqual(['--max-semi-space-size=1', '--heap-growing-percent=25']);
+    const r = await new Promise<{ err: Error | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [...args, '-p', 'process.execArgv.join(" ")'], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ err, stdout, stderr }));
+    });
+    expect(r.err, r.stderr).toBeNull();
+    expect(r.stdout.trim().startsWith(args.join(' '))).toBe(true);
+  });
 });
