@@ -74,30 +74,39 @@ describe('WriterFiles', () => {
   });
 });
 
+/**
+ * A relay over app `web` (pm_ids 0..2, pids 100..102, ready_delay 1 s) whose processes have the
+ * files `open` says open; `forkedUnder(0)` tells the pid of a new process under pm_id 0, if any.
+ */
+function relayOver(open: Map<number, Set<string>>, forkedUnder: (pmId: number) => number | undefined = () => undefined) {
+  const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
+  const client = new FakeClient();
+  client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
+  const timers = new FakeTimers();
+  const lines: string[] = [];
+  const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
+  const relay = new Relay({
+    client,
+    settings,
+    reporter,
+    timers,
+    now: () => timers.now,
+    preciseNow: () => timers.now,
+    newcomers: { after: forkedUnder, forked: () => undefined },
+    liveness: { isAlive: () => true, forget: () => {} },
+    writerFiles: new WriterFiles((pid) => open.get(pid)),
+  });
+  return { relay, client, timers, lines };
+}
+
 describe('Relay with writer files', () => {
   async function setup() {
-    const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
-    const client = new FakeClient();
-    client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
-    const timers = new FakeTimers();
-    const lines: string[] = [];
-    const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
     const open = new Map<number, Set<string>>([
       [100, new Set([...PM2_LOGS, '/var/log/web/app.log'])],
       [101, new Set(PM2_LOGS)],
       [102, new Set(PM2_LOGS)],
     ]);
-    const relay = new Relay({
-      client,
-      settings,
-      reporter,
-      timers,
-      now: () => timers.now,
-      preciseNow: () => timers.now,
-      newcomers: { after: () => undefined, forked: () => undefined },
-      liveness: { isAlive: () => true, forget: () => {} },
-      writerFiles: new WriterFiles((pid) => open.get(pid)),
-    });
+    const { relay, client, timers, lines } = relayOver(open);
     await relay.start();
     // The app logs through the module: the tick learns /var/log/web/app.log from pid 100 (not
     // open in pid 101).
@@ -152,12 +161,6 @@ describe('Relay with writer files', () => {
 
 describe('Relay with writer files: learnt from the writer that goes', () => {
   it('a reload seconds after the app started: the files are learnt from the parked old writer, and the new one is held until it opens them', async () => {
-    const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
-    const client = new FakeClient();
-    client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
-    const timers = new FakeTimers();
-    const lines: string[] = [];
-    const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
     // At its election the writer has not configured log4js yet: nothing to learn then.
     const open = new Map<number, Set<string>>([
       [100, new Set(PM2_LOGS)],
@@ -166,17 +169,7 @@ describe('Relay with writer files: learnt from the writer that goes', () => {
       [200, new Set(PM2_LOGS)],
     ]);
     let forked: number | undefined;
-    const relay = new Relay({
-      client,
-      settings,
-      reporter,
-      timers,
-      now: () => timers.now,
-      preciseNow: () => timers.now,
-      newcomers: { after: (pmId) => (pmId === 0 ? forked : undefined), forked: () => undefined },
-      liveness: { isAlive: () => true, forget: () => {} },
-      writerFiles: new WriterFiles((pid) => open.get(pid)),
-    });
+    const { relay, client, timers, lines } = relayOver(open, (pmId) => (pmId === 0 ? forked : undefined));
     await relay.start();
     timers.advance(1000);
     client.msg(1, 'web', { topic: 'log4js:message', data: 'web-first' });
