@@ -16,6 +16,13 @@ import fs from 'node:fs';
 /** How long after `online` a writer that has not opened its app's files is waited for. */
 export const FILES_WAIT_MS = 15_000;
 
+/**
+ * How long after `online` the writer of an app whose files are not known yet (a new app, or one
+ * whose writer went before it was looked at) is waited for until it has a file of its own. An app
+ * that logs to stdout only never has one: it waits this long once, and is then known to have none.
+ */
+export const FIRST_FILES_WAIT_MS = 5_000;
+
 /** How many times one writer process is looked at for files of its own. */
 const MAX_LOOKS = 5;
 
@@ -61,6 +68,8 @@ interface Learnt {
 export class WriterFiles {
   readonly #open: OpenFiles;
   readonly #learnt = new Map<string, Learnt>();
+  /** Apps whose writer had no file of its own FIRST_FILES_WAIT_MS after online (stdout only). */
+  readonly #without = new Set<string>();
   /** Writers looked at (app -> pid, looks): each is read a few times at most. */
   readonly #looked = new Map<string, { pid: number; looks: number }>();
 
@@ -87,7 +96,36 @@ export class WriterFiles {
     // None: it logs to stdout only, or has not configured yet (looked at again, a few times).
     if (files.length === 0) return undefined;
     this.#learnt.set(appKey, { pid: writerPid, files });
+    this.#without.delete(appKey);
     return files;
+  }
+
+  /**
+   * An app with nothing learnt: has this writer a file of its own (open in it, not in `otherPid`,
+   * not PM2's)? If so they are learnt from it and it is true; false when it has none yet;
+   * undefined when /proc cannot tell. Not limited in looks: asked while a new writer is waited for.
+   */
+  ownFiles(appKey: string, writerPid: number, otherPid: number, pm2Logs: readonly string[] = []): boolean | undefined {
+    if (!(writerPid > 0) || !(otherPid > 0)) return undefined;
+    const mine = this.#open(writerPid);
+    const theirs = this.#open(otherPid);
+    if (mine === undefined || theirs === undefined) return undefined;
+    const pm2s = new Set(pm2Logs.flatMap((f) => [f, realpath(f)]));
+    const files = [...mine].filter((f) => !theirs.has(f) && !pm2s.has(f));
+    if (files.length === 0) return false;
+    this.#learnt.set(appKey, { pid: writerPid, files });
+    this.#without.delete(appKey);
+    return true;
+  }
+
+  /** The app's writer had no file of its own when waited for: it logs to stdout only. */
+  markWithout(appKey: string): void {
+    this.#without.add(appKey);
+  }
+
+  /** Known to have no files of its own (markWithout), and none learnt since. */
+  isWithout(appKey: string): boolean {
+    return this.#without.has(appKey);
   }
 
   /** What was learnt for an app, if anything. */
@@ -111,6 +149,7 @@ export class WriterFiles {
 
   forget(appKey: string): void {
     this.#learnt.delete(appKey);
+    this.#without.delete(appKey);
     this.#looked.delete(appKey);
   }
 }

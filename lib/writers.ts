@@ -11,9 +11,9 @@ import { electWriter, type Election } from './election';
 import type { Liveness } from './liveness';
 import * as say from './messages';
 import type { Newcomers } from './newcomers';
-import type { ProcessInfo, Registry } from './registry';
+import type { AppInfo, ProcessInfo, Registry } from './registry';
 import type { Reporter } from './reporter';
-import { FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
+import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
 
 /** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
 export type Vacancy = { kind: 'exited'; pid: number } | { kind: 'replaced'; pid: number; newPid: number };
@@ -207,10 +207,36 @@ export class Writers implements SendGate {
     const app = this.#registry.app(appKey);
     if (app === undefined || app.announces || p.waitReady) return false;
     const opened = this.#files.opened(appKey, p.pid);
+    if (opened === undefined) return this.#firstNotConfigured(appKey, app, p);
     if (opened !== false) return false;
     const waited = this.#now() - p.onlineSince;
     if (waited < FILES_WAIT_MS) return true;
     this.#reporter.diagnose(appKey, 'files', () => say.writerWithoutFiles(p, this.#files.filesOf(appKey) ?? [], waited));
+    return false;
+  }
+
+  /**
+   * Nothing learnt of the app's files (a new app, or its writer went before it was looked at): the
+   * writer counts as configured once it has a file of its own, compared with another instance of
+   * the app (measured: a new app's writer taken at ready_delay before it had configured log4js lost
+   * the first line a sender sent, at load ~20). An app without one (stdout only) is waited for
+   * FIRST_FILES_WAIT_MS once, then known to have none. Where /proc cannot tell, or the app has no
+   * other instance, ready_delay alone, as before.
+   */
+  #firstNotConfigured(appKey: string, app: AppInfo, p: ProcessInfo): boolean {
+    if (this.#files.filesOf(appKey) !== undefined || this.#files.isWithout(appKey)) return false;
+    let other: ProcessInfo | undefined;
+    for (const q of this.#registry.processesOf(app)) {
+      if (q.pmId !== p.pmId && q.status === 'online' && q.pid > 0) {
+        other = q;
+        break;
+      }
+    }
+    if (other === undefined) return false;
+    const own = this.#files.ownFiles(appKey, p.pid, other.pid, p.pm2Logs);
+    if (own !== false) return false;
+    if (this.#now() - p.onlineSince < FIRST_FILES_WAIT_MS) return true;
+    this.#files.markWithout(appKey);
     return false;
   }
 

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../lib/config';
 import { Relay } from '../../lib/relay';
 import { Reporter } from '../../lib/reporter';
-import { FILES_WAIT_MS, procOpenFiles, WriterFiles } from '../../lib/writer-files';
+import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, procOpenFiles, WriterFiles } from '../../lib/writer-files';
 import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -76,13 +76,14 @@ describe('WriterFiles', () => {
 
 /**
  * A relay over app `web` (pm_ids 0..2, pids 100..102, ready_delay 1 s) whose processes have the
- * files `open` says open; `forkedUnder(0)` tells the pid of a new process under pm_id 0, if any.
+ * files `open` says open; `forkedUnder(0)` tells the pid of a new process under pm_id 0, if any;
+ * `onlineAt` their pm_uptime (-1: online just now).
  */
-function relayOver(open: Map<number, Set<string>>, forkedUnder: (pmId: number) => number | undefined = () => undefined) {
+function relayOver(open: Map<number, Set<string>>, forkedUnder: (pmId: number) => number | undefined = () => undefined, onlineAt = 0) {
   const settings = { ...DEFAULTS, ready_delay: 1000 } as Settings;
   const client = new FakeClient();
-  client.procs = cluster('web', 3, 0, { pm_uptime: 0 }).map((p, i) => ({ ...p, pid: 100 + i }));
   const timers = new FakeTimers();
+  client.procs = cluster('web', 3, 0, { pm_uptime: onlineAt < 0 ? timers.now : onlineAt }).map((p, i) => ({ ...p, pid: 100 + i }));
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
   const relay = new Relay({
@@ -193,5 +194,59 @@ describe('Relay with writer files: learnt from the writer that goes', () => {
     for (let i = 0; i < 60; i++) await flush();
     expect(client.sent.map((s) => s.data)).toEqual(['web-first', 'web-0']);
     expect(lines.join('\n')).not.toMatch(/has not opened/);
+  });
+});
+
+describe('Relay with writer files: a new app, nothing learnt yet', () => {
+  const sent = (client: FakeClient) => client.sent.map((x) => x.data);
+  const settle = async () => {
+    for (let i = 0; i < 30; i++) await flush();
+  };
+
+  it('its writer, slower to configure log4js than ready_delay, is held until it has a file of its own', async () => {
+    const open = new Map<number, Set<string>>([
+      [100, new Set(PM2_LOGS)],
+      [101, new Set(PM2_LOGS)],
+      [102, new Set(PM2_LOGS)],
+    ]);
+    const { relay, client, timers, lines } = relayOver(open, undefined, -1);
+    await relay.start();
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-0' }); // a sibling logs at once
+    timers.advance(2500); // past ready_delay (1 s): the writer has not configured log4js yet
+    await settle();
+    expect(sent(client)).toEqual([]);
+    open.get(100)!.add('/var/log/web/app.log');
+    timers.advance(100);
+    await settle();
+    expect(sent(client)).toEqual(['web-0']);
+    expect(lines.join('\n')).not.toMatch(/has not opened/);
+  });
+
+  it('an app that logs to stdout only waits FIRST_FILES_WAIT_MS once; its restarted writer then only ready_delay', async () => {
+    const open = new Map<number, Set<string>>([
+      [100, new Set(PM2_LOGS)],
+      [101, new Set(PM2_LOGS)],
+      [102, new Set(PM2_LOGS)],
+      [200, new Set(PM2_LOGS)],
+    ]);
+    const { relay, client, timers } = relayOver(open, undefined, -1);
+    await relay.start();
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-0' });
+    timers.advance(FIRST_FILES_WAIT_MS - 200);
+    await settle();
+    expect(sent(client)).toEqual([]);
+    timers.advance(300);
+    await settle();
+    expect(sent(client)).toEqual(['web-0']);
+    // The writer restarts: nothing to wait for now but ready_delay.
+    client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopping', NODE_APP_INSTANCE: 0, pm_uptime: 0 }));
+    client.procs[0] = { ...client.procs[0], pid: 200, pm_uptime: timers.now };
+    client.event('online', env({ pm_id: 0, name: 'web', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: timers.now }));
+    timers.advance(150);
+    await settle();
+    client.msg(1, 'web', { topic: 'log4js:message', data: 'web-1' });
+    timers.advance(1000);
+    await settle();
+    expect(sent(client)).toEqual(['web-0', 'web-1']);
   });
 });
