@@ -26,9 +26,20 @@ export const FIRST_FILES_WAIT_MS = 5_000;
 /** How many times one writer process is looked at for files of its own. */
 const MAX_LOOKS = 5;
 
-/** Regular files a process has open (absolute paths), undefined where /proc cannot tell. */
+/** Regular files a process has open for writing (absolute paths), undefined where /proc cannot tell. */
 export type OpenFiles = (pid: number) => Set<string> | undefined;
 
+/** `flags:` of /proc/<pid>/fdinfo/<fd> (octal): open for writing (O_WRONLY or O_RDWR)? */
+export function openForWriting(fdinfo: string): boolean {
+  const m = /^flags:\s*([0-7]+)/m.exec(fdinfo);
+  return m !== null && (parseInt(m[1], 8) & 3) !== 0;
+}
+
+/**
+ * Only files open for writing count: a logger's appenders write, and a process that is starting
+ * reads many files for a moment (seen: PM2's package.json, learnt as a writer's file because the
+ * look came while it was being read; its next writer was then waited for 15 s).
+ */
 export function procOpenFiles(procRoot = '/proc'): OpenFiles {
   return (pid) => {
     if (!(pid > 0)) return undefined;
@@ -42,7 +53,8 @@ export function procOpenFiles(procRoot = '/proc'): OpenFiles {
     for (const fd of fds) {
       try {
         const target = fs.readlinkSync(`${procRoot}/${pid}/fd/${fd}`);
-        if (target.startsWith('/') && !target.startsWith('/dev/') && !target.startsWith('/proc/')) files.add(target);
+        if (!target.startsWith('/') || target.startsWith('/dev/') || target.startsWith('/proc/')) continue;
+        if (openForWriting(fs.readFileSync(`${procRoot}/${pid}/fdinfo/${fd}`, 'latin1'))) files.add(target);
       } catch {
         /* closed meanwhile */
       }

@@ -117,11 +117,11 @@ describe(`pm2-runtime (containers)${EMPTY_PROC ? ', with an empty /proc' : ''}`,
     expect(seen.size).toBeGreaterThanOrEqual(10); // runtime + module + 8 apps
 
     // The container stops: SIGINT to pm2-runtime. It stops the apps and the module, then exits.
-    const logBefore = sb.moduleLog().length;
+    const logBefore = sb.moduleLogMark();
     const t = Date.now();
     runtime.kill('SIGINT');
     const exit = await Promise.race([runtimeExit, waitFor(() => false, { timeoutMs: 30000, what: 'pm2-runtime to exit after SIGINT' })]);
-    console.log(`pm2-runtime exited ${Date.now() - t} ms after SIGINT; the module's last words:\n${sb.moduleLog().slice(logBefore).trim()}`);
+    console.log(`pm2-runtime exited ${Date.now() - t} ms after SIGINT; the module's last words:\n${sb.moduleLog(logBefore).trim()}`);
     expect(exit).toMatchObject({ code: 0 });
     await waitFor(() => [...seen].every((pid) => !alive(pid)) && processesUnder(sb.home).length === 0, {
       timeoutMs: 15000,

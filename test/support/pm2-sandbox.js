@@ -171,14 +171,26 @@ class Pm2Sandbox {
     );
   }
 
-  /** Everything the module wrote to `pm2 logs` (stdout and stderr). */
-  moduleLog() {
+  /**
+   * Everything the module wrote to `pm2 logs` (stdout, then stderr); with `since` (a `moduleLogMark()`),
+   * only what each file got after it. (Not `moduleLog().slice(length)`: stdout comes first, so its
+   * new lines would be cut by stderr's length.)
+   */
+  moduleLog(since) {
     let text = '';
-    for (const f of [`${MODULE}-out.log`, `${MODULE}-error.log`]) {
+    for (const [i, f] of [`${MODULE}-out.log`, `${MODULE}-error.log`].entries()) {
       const p = path.join(this.home, 'logs', f);
-      if (fs.existsSync(p)) text += fs.readFileSync(p, 'utf8');
+      if (fs.existsSync(p)) text += fs.readFileSync(p, 'utf8').slice(since ? since[i] : 0);
     }
     return text;
+  }
+
+  /** Where the module's log files end now, for `moduleLog(since)`. */
+  moduleLogMark() {
+    return [`${MODULE}-out.log`, `${MODULE}-error.log`].map((f) => {
+      const p = path.join(this.home, 'logs', f);
+      return fs.existsSync(p) ? fs.readFileSync(p, 'utf8').length : 0;
+    });
   }
 
   /** Write an ecosystem file for `apps` and `pm2 start` it. */

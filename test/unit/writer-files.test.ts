@@ -62,13 +62,19 @@ describe('WriterFiles', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-files-'));
     const file = path.join(dir, 'open.log');
     const fd = fs.openSync(file, 'a');
+    // Open for reading only (as a starting process reads its package.json): not a writer's file.
+    const read = path.join(dir, 'package.json');
+    fs.writeFileSync(read, '{}');
+    const rfd = fs.openSync(read, 'r');
     try {
       const mine = procOpenFiles()(process.pid);
       expect(mine?.has(fs.realpathSync(file))).toBe(true);
+      expect(mine?.has(fs.realpathSync(read))).toBe(false);
       expect([...(mine ?? [])].some((f) => f.startsWith('/dev/'))).toBe(false);
       expect(procOpenFiles()(0)).toBeUndefined();
     } finally {
       fs.closeSync(fd);
+      fs.closeSync(rfd);
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
