@@ -100,16 +100,9 @@ export class WriterFiles {
     if (looked === undefined || looked.pid !== writerPid) this.#looked.set(appKey, (looked = { pid: writerPid, looks: 0 }));
     if (looked.looks >= MAX_LOOKS) return undefined;
     looked.looks++;
-    const mine = this.#open(writerPid);
-    const theirs = this.#open(otherPid);
-    if (mine === undefined || theirs === undefined) return undefined;
-    const pm2s = new Set(pm2Logs.flatMap((f) => [f, realpath(f)]));
-    const files = [...mine].filter((f) => !theirs.has(f) && !pm2s.has(f));
+    const files = this.#learnFrom(appKey, writerPid, otherPid, pm2Logs);
     // None: it logs to stdout only, or has not configured yet (looked at again, a few times).
-    if (files.length === 0) return undefined;
-    this.#learnt.set(appKey, { pid: writerPid, files });
-    this.#without.delete(appKey);
-    return files;
+    return files !== undefined && files.length > 0 ? files : undefined;
   }
 
   /**
@@ -119,15 +112,22 @@ export class WriterFiles {
    */
   ownFiles(appKey: string, writerPid: number, otherPid: number, pm2Logs: readonly string[] = []): boolean | undefined {
     if (!(writerPid > 0) || !(otherPid > 0)) return undefined;
+    const files = this.#learnFrom(appKey, writerPid, otherPid, pm2Logs);
+    return files === undefined ? undefined : files.length > 0;
+  }
+
+  /** The writer's files that `otherPid` and PM2 do not have open, learnt if there are any; undefined where /proc cannot tell. */
+  #learnFrom(appKey: string, writerPid: number, otherPid: number, pm2Logs: readonly string[]): string[] | undefined {
     const mine = this.#open(writerPid);
     const theirs = this.#open(otherPid);
     if (mine === undefined || theirs === undefined) return undefined;
     const pm2s = new Set(pm2Logs.flatMap((f) => [f, realpath(f)]));
     const files = [...mine].filter((f) => !theirs.has(f) && !pm2s.has(f));
-    if (files.length === 0) return false;
-    this.#learnt.set(appKey, { pid: writerPid, files });
-    this.#without.delete(appKey);
-    return true;
+    if (files.length > 0) {
+      this.#learnt.set(appKey, { pid: writerPid, files });
+      this.#without.delete(appKey);
+    }
+    return files;
   }
 
   /** The app's writer had no file of its own when waited for: it logs to stdout only. */

@@ -225,13 +225,7 @@ export class Writers implements SendGate {
    */
   #firstNotConfigured(appKey: string, app: AppInfo, p: ProcessInfo): boolean {
     if (this.#files.filesOf(appKey) !== undefined || this.#files.isWithout(appKey)) return false;
-    let other: ProcessInfo | undefined;
-    for (const q of this.#registry.processesOf(app)) {
-      if (q.pmId !== p.pmId && q.status === 'online' && q.pid > 0) {
-        other = q;
-        break;
-      }
-    }
+    const other = this.#siblingOf(app, p.pmId);
     if (other === undefined) return false;
     const own = this.#files.ownFiles(appKey, p.pid, other.pid, p.pm2Logs);
     if (own !== false) return false;
@@ -250,14 +244,16 @@ export class Writers implements SendGate {
     const w = pmId === undefined ? undefined : this.#registry.process(pmId);
     const app = this.#registry.app(appKey);
     if (w === undefined || app === undefined || !(w.pid > 0)) return;
-    let other: ProcessInfo | undefined;
-    for (const p of this.#registry.processesOf(app)) {
-      if (p.pmId !== w.pmId && p.status === 'online' && p.pid > 0) {
-        other = p;
-        break;
-      }
-    }
+    const other = this.#siblingOf(app, w.pmId);
     if (other !== undefined) this.#files.learn(appKey, w.pid, other.pid, w.pm2Logs);
+  }
+
+  /** Another online instance of the app with a known pid, to compare a writer's files with. */
+  #siblingOf(app: AppInfo, pmId: number): ProcessInfo | undefined {
+    for (const p of this.#registry.processesOf(app)) {
+      if (p.pmId !== pmId && p.status === 'online' && p.pid > 0) return p;
+    }
+    return undefined;
   }
 
   /** Why an app's packets wait (the end of the `held` and `buffer-full` diagnoses). */
