@@ -7,7 +7,7 @@
  *   npm run build && node bench/profile-relay.js [--lines 20000] [--inflight 1] [--instances 4]
  *     [--buffer-mb MB] [--build DIR (a copy with dist/ and package.json)] [--no-prof] [--runs R]
  *     [--entry bench/fixtures/minimal-relay.js (the floor: bus in, sendDataToProcessId out)]
- *     [--relay-node-options "--max-semi-space-size=2"]
+ *     [--relay-node-options "--max-semi-space-size=2"] [--conf '{"reload_probe":"off"}' (module settings)]
  *
  * The profile is written to bench/results/relay-<timestamp>.cpuprofile (open it in Chrome
  * DevTools > Performance). A development aid; `npm run bench` is the benchmark.
@@ -72,6 +72,7 @@ async function main() {
     const logFile = path.join(work, 'app.log');
     const conf = { max_inflight: INFLIGHT };
     if (BUFFER_MB) conf.buffer_mb = Number(BUFFER_MB);
+    Object.assign(conf, JSON.parse(option('conf', '{}')));
     const env = { ...sb.env, WINDOW: String(INFLIGHT), name: MODULE, [MODULE]: JSON.stringify(conf), PM2_SCOPED_INTERCOM_STATE_DIR: path.join(sb.dir, 'state'), NODE_PATH: path.join(ROOT, 'node_modules') };
     const nodeOptions = option('relay-node-options', undefined);
     if (nodeOptions) env.NODE_OPTIONS = nodeOptions;

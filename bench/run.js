@@ -6,6 +6,7 @@
  *   (b)  PM2 + this module, installed from a fresh tarball (default settings, max_inflight=1)
  *   (b') the same with `pm2 set pm2-scoped-intercom:max_inflight 16` (the pipelining trade-off)
  *   (bg) the same with `proc_checks=off`: the send guard, as on a machine without /proc
+ *   (bn) the same with `reload_probe=off`: what the reload probe costs, read in one run
  *   (m)  PM2 + bench/fixtures/minimal-relay.js instead of the module: the least a relay through
  *        PM2 can do with one send in flight (the floor for the module's CPU per relayed line)
  *   (c)  PM2 without the module: log4js disableClustering + stdout appender, merge_logs out_file
@@ -16,7 +17,7 @@
  *
  * Options (or env): --lines K (BENCH_LINES, default 20000 per instance), --instances N
  * (BENCH_INSTANCES, 4), --reps R (BENCH_REPS, 3), --rate L (BENCH_RATE, total lines/s of the
- * latency test, 5000), --latency-seconds S (BENCH_LATENCY_SECONDS, 3), --rows a,b,b2,bg,m,c,p,w,l
+ * latency test, 5000), --latency-seconds S (BENCH_LATENCY_SECONDS, 3), --rows a,b,b2,bg,bn,m,c,p,w,l
  * (BENCH_ROWS; b2 is b'), --inflight M (BENCH_INFLIGHT, 16: max_inflight of b').
  * See docs/performance.md for the columns.
  *
@@ -74,7 +75,7 @@ const OPTS = {
 };
 const WARMUP_LINES = Math.min(OPTS.lines, 5000);
 for (const r of OPTS.rows) {
-  if (!['a', 'b', 'b2', 'bg', 'm', 'c', 'p', 'w', 'l', 'storm'].includes(r)) {
+  if (!['a', 'b', 'b2', 'bg', 'bn', 'm', 'c', 'p', 'w', 'l', 'storm'].includes(r)) {
     console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), bg, m, c, p, w, l, storm)`);
     process.exit(2);
   }
@@ -766,7 +767,7 @@ function table(rows) {
 function targets(rows) {
   const a = rows.find((r) => r.key === 'a');
   const out = [];
-  for (const key of ['b', 'b2', 'bg']) {
+  for (const key of ['b', 'b2', 'bg', 'bn']) {
     const b = rows.find((r) => r.key === key);
     if (!b) continue;
     const s = b.summary;
@@ -851,13 +852,15 @@ async function main() {
   const rows = [];
   // Row b runs the package's defaults (package.json `config`), b' changes max_inflight only.
   const defaults = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).config || {};
-  // Every module row names proc_checks too: (bg) turns it off, the rows after it must not inherit that.
-  const dflt = { max_inflight: defaults.max_inflight ?? 1, proc_checks: defaults.proc_checks ?? 'auto' };
+  // Every module row names proc_checks and reload_probe too: (bg) and (bn) turn one off, the rows
+  // after them must not inherit that.
+  const dflt = { max_inflight: defaults.max_inflight ?? 1, proc_checks: defaults.proc_checks ?? 'auto', reload_probe: defaults.reload_probe ?? 'on' };
   const factories = {
     a: nativeRow,
     b: () => moduleRow('b', `(b) PM2 + ${MODULE}, defaults (max_inflight=${dflt.max_inflight})`, dflt),
     b2: () => moduleRow('b2', `(b') PM2 + ${MODULE}, max_inflight=${OPTS.inflight}`, { ...dflt, max_inflight: OPTS.inflight }),
     bg: () => moduleRow('bg', `(bg) PM2 + ${MODULE}, proc_checks=off (the send guard, as without /proc)`, { ...dflt, proc_checks: 'off' }),
+    bn: () => moduleRow('bn', `(bn) PM2 + ${MODULE}, reload_probe=off (what the reload probe costs)`, { ...dflt, reload_probe: 'off' }),
     m: minimalRelayRow,
     c: stdoutRow,
     p: () => moduleRow('p', `(p) PM2 + ${MODULE}, pino through /pino (batches)`, dflt, 'client-pino'),
@@ -870,7 +873,7 @@ async function main() {
     const row = factories[key]();
     rows.push(await benchRow(row, sampler));
     // Stop the module's PM2 once no later row needs it: idle daemons are noise for the next row.
-    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => ['b', 'b2', 'bg', 'p', 'w', 'l'].includes(k))) await moduleSandbox.benchDestroy();
+    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => ['b', 'b2', 'bg', 'bn', 'p', 'w', 'l'].includes(k))) await moduleSandbox.benchDestroy();
   }
   let storm;
   if (OPTS.rows.includes('storm')) {
