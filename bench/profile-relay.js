@@ -73,6 +73,9 @@ async function main() {
     const conf = { max_inflight: INFLIGHT };
     if (BUFFER_MB) conf.buffer_mb = Number(BUFFER_MB);
     Object.assign(conf, JSON.parse(option('conf', '{}')));
+    // Run as a plain process, the module has no process.send: the send guard (proc_checks=off)
+    // would have no channel for its fences and relay almost nothing. `npm run bench -- --rows bg`.
+    if (conf.proc_checks === 'off') throw new Error('proc_checks=off needs the module under PM2: use node bench/run.js --rows bg');
     const env = { ...sb.env, WINDOW: String(INFLIGHT), name: MODULE, [MODULE]: JSON.stringify(conf), PM2_SCOPED_INTERCOM_STATE_DIR: path.join(sb.dir, 'state'), NODE_PATH: path.join(ROOT, 'node_modules') };
     const nodeOptions = option('relay-node-options', undefined);
     if (nodeOptions) env.NODE_OPTIONS = nodeOptions;
