@@ -74,9 +74,12 @@ const OPTS = {
   stormLines: positiveInt(option('storm-lines', 'BENCH_STORM_LINES', '50000'), '--storm-lines'),
 };
 const WARMUP_LINES = Math.min(OPTS.lines, 5000);
+/** The rows that run the module in its private PM2 (the throughput rows b.., the client rows p, w, l). */
+const MODULE_ROWS = ['b', 'b2', 'bg', 'bn', 'p', 'w', 'l'];
+const ROWS = ['a', ...MODULE_ROWS, 'm', 'c', 'storm'];
 for (const r of OPTS.rows) {
-  if (!['a', 'b', 'b2', 'bg', 'bn', 'm', 'c', 'p', 'w', 'l', 'storm'].includes(r)) {
-    console.error(`bench: unknown row ${r} (rows: a, b, b2 (b'), bg, m, c, p, w, l, storm)`);
+  if (!ROWS.includes(r)) {
+    console.error(`bench: unknown row ${r} (rows: ${ROWS.join(', ')}; b2 is b')`);
     process.exit(2);
   }
 }
@@ -873,7 +876,7 @@ async function main() {
     const row = factories[key]();
     rows.push(await benchRow(row, sampler));
     // Stop the module's PM2 once no later row needs it: idle daemons are noise for the next row.
-    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => ['b', 'b2', 'bg', 'bn', 'p', 'w', 'l'].includes(k))) await moduleSandbox.benchDestroy();
+    if (moduleSandbox && !throughputRows.slice(i + 1).some((k) => MODULE_ROWS.includes(k))) await moduleSandbox.benchDestroy();
   }
   let storm;
   if (OPTS.rows.includes('storm')) {

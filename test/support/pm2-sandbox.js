@@ -177,19 +177,21 @@ class Pm2Sandbox {
    * new lines would be cut by stderr's length.)
    */
   moduleLog(since) {
-    let text = '';
-    for (const [i, f] of [`${MODULE}-out.log`, `${MODULE}-error.log`].entries()) {
-      const p = path.join(this.home, 'logs', f);
-      if (fs.existsSync(p)) text += fs.readFileSync(p, 'utf8').slice(since ? since[i] : 0);
-    }
-    return text;
+    return this.#moduleLogTexts()
+      .map((text, i) => text.slice(since ? since[i] : 0))
+      .join('');
   }
 
   /** Where the module's log files end now, for `moduleLog(since)`. */
   moduleLogMark() {
+    return this.#moduleLogTexts().map((text) => text.length);
+  }
+
+  /** The module's stdout and stderr files in `pm2 logs`, in that order ('' where there is none). */
+  #moduleLogTexts() {
     return [`${MODULE}-out.log`, `${MODULE}-error.log`].map((f) => {
       const p = path.join(this.home, 'logs', f);
-      return fs.existsSync(p) ? fs.readFileSync(p, 'utf8').length : 0;
+      return fs.existsSync(p) ? fs.readFileSync(p, 'utf8') : '';
     });
   }
 
