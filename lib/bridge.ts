@@ -4,8 +4,9 @@
  * new module's `start` marker comes, writes them to a handover file and exits.
  *
  * It never starts a PM2 daemon (it only subscribes to the bus socket), and it ends by itself:
- * when the daemon is gone, or after `max_ms` with no new module (it then leaves its packets for
- * the next start).
+ * when the daemon is gone (unless a `pm2 update` starts a new one: it then listens on the new
+ * daemon's bus), or after `max_ms` with no new module (it then leaves its packets for the next
+ * start).
  *
  * Across versions (`pm2 install` of another version): PM2 deletes the module's folder after the old
  * module exits and creates it anew for the new version. When that new folder appears, the bridge
@@ -30,11 +31,37 @@ const MAX_PACKETS = 500_000;
  */
 const ARM_MS = 15_000;
 
+/** How often the bus tries to connect again while the daemon is away (see `pm2 update` below). */
+const BUS_RETRY_MS = 50;
+/** How long a bridge waits for the new daemon of a `pm2 update` (starting one took 0.3 to 2 s). */
+const NEW_DAEMON_WAIT_MS = 15_000;
+/** How recent a saved process list must be for a daemon that went away to count as `pm2 update`. */
+const UPDATE_DUMP_MS = 10_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Did PM2 save its process list (`pm2 save`, or `pm2 update` before it kills the daemon) just before `at`? */
+function justSaved(dumpFile: string, at: number, withinMs = UPDATE_DUMP_MS): boolean {
+  try {
+    return at - fs.statSync(dumpFile).mtimeMs <= withinMs;
+  } catch {
+    return false;
+  }
+}
+
 function main(): void {
   const [dir, nonce, maxArg, legacyDir] = process.argv.slice(2);
   const maxMs = Number(maxArg) > 0 ? Number(maxArg) : 60_000;
-  // It only listens: no RPC connection of its own for sends (rpc-channel.ts).
-  const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1), { openChannel: null });
+  // It only listens: no RPC connection of its own for sends (rpc-channel.ts). Its bus connects
+  // again within BUS_RETRY_MS when a new daemon takes over (`pm2 update`, below).
+  const client = createPm2Client(loadPm2(process.env.PM2SI_DAEMON_ARGV1), { openChannel: null, busRetryMs: BUS_RETRY_MS });
   const captured = new Deque<unknown>();
   let overflow = 0;
   let armed = false;
@@ -96,19 +123,33 @@ function main(): void {
   };
 
   const pm2Home = process.env.PM2_HOME || path.join(process.env.HOME || '', '.pm2');
-  let daemonPid = 0;
-  try {
-    daemonPid = Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
-  } catch {
-    process.exit(0); // no daemon (pm2 kill): nothing to bridge
-  }
-  // `pm2 kill` stops the module too: when the daemon is gone, leave at once, writing nothing.
-  const watch = setInterval(() => {
+  const daemonPidNow = (): number => {
     try {
-      process.kill(daemonPid, 0);
+      return Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
     } catch {
-      finish('daemon gone', false);
-      return;
+      return 0;
+    }
+  };
+  let daemonPid = daemonPidNow();
+  if (!(daemonPid > 0)) process.exit(0); // no daemon (pm2 kill): nothing to bridge
+  /** Since when the daemon has been gone (0: it runs). */
+  let goneSince = 0;
+  // `pm2 kill` stops the module too: when the daemon is gone, leave at once, writing nothing.
+  // Unless PM2 has just saved its process list: `pm2 update` does that, kills the daemon, starts a
+  // new one, resurrects the apps, and only then starts the modules (PM2 5.4-7.0 lib/API.js
+  // `update`): the apps' first lines would reach a bus nobody listens to. So wait for the new
+  // daemon (bounded), let the bus connect to it, and hand those lines to the new module as after
+  // any module restart.
+  const watch = setInterval(() => {
+    if (!alive(daemonPid)) {
+      const next = daemonPidNow();
+      if (next > 0 && next !== daemonPid && alive(next)) {
+        daemonPid = next;
+        goneSince = 0;
+      } else if (goneSince === 0) {
+        goneSince = Date.now();
+        if (!justSaved(path.join(pm2Home, 'dump.pm2'), goneSince)) return finish('daemon gone', false);
+      } else if (Date.now() - goneSince > NEW_DAEMON_WAIT_MS) return finish('daemon gone', false);
     }
     watchReinstall();
   }, 100);

@@ -46,7 +46,9 @@ interface Pm2Api {
   connect(cb: (err: Error | null) => void): void;
   disconnect(cb?: () => void): void;
   list(cb: (err: Error | null, list: { pm2_env?: Pm2Env; pid?: number }[]) => void): void;
-  launchBus(cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }) => void): void;
+  launchBus(
+    cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }, sock?: { set?(name: string, value: unknown): unknown }) => void,
+  ): void;
   Client: {
     executeRemote(method: string, packet: unknown, cb: (err: Error | null, res?: unknown) => void): void;
     /** Where the daemon's RPC socket is (PM2 5.4, 6.0, 7.0: `$PM2_HOME/rpc.sock`). */
@@ -155,6 +157,11 @@ export interface Pm2ClientOptions {
   openChannel?: ((address: string) => Promise<RpcChannel | undefined>) | null;
   /** Follow each send on the own connection with the reload probe (rpc-channel.ts). @default true */
   reloadProbe?: boolean;
+  /**
+   * How often the bus tries to connect again once the daemon has gone (PM2's axon socket retries by
+   * itself, backing off from 100 ms to 5 s). Set: every this many ms. @default axon's
+   */
+  busRetryMs?: number;
 }
 
 export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
@@ -183,8 +190,12 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
       }),
     subscribe: (handlers) =>
       new Promise((resolve, reject) => {
-        api.launchBus((err, bus) => {
+        api.launchBus((err, bus, sock) => {
           if (err) return reject(err);
+          if (opts.busRetryMs !== undefined && typeof sock?.set === 'function') {
+            sock.set('retry timeout', opts.busRetryMs);
+            sock.set('retry max timeout', opts.busRetryMs);
+          }
           bus.on('process:msg', handlers.message);
           bus.on('process:event', normalizeEvents(handlers.event));
           if (handlers.pm2Log) bus.on('log:PM2', handlers.pm2Log);
