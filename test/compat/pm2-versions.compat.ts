@@ -141,4 +141,17 @@ describe.each(versions())('PM2 %s as daemon and CLI', (version) => {
     expect(mod.pm2_env.status).toBe('online');
     expect(JSON.parse(String(mod.pm2_env[MODULE]))).toMatchObject({ buffer_mb: '33' });
   });
+
+  // Last: it replaces the daemon. PM2 resurrects the apps before it starts the modules here.
+  it('pm2 update mid-stream (a new daemon, apps resurrected before the module): every line of every sender once', async () => {
+    for (const name of new Set(((await sb.jlist()) as Proc[]).map((p) => p.name))) if (name !== MODULE) await sb.pm2(['delete', name]);
+    await sb.start([logApp(sb.work, { name: 'updated', instances: 3, lines: 3000, rate: 300 })]);
+    await waitFor(() => linesIn(logFile(sb.work, 'updated')) >= 1500, { timeoutMs: 60000, what: 'updated to be mid-stream' });
+    await sb.pm2(['save']);
+    await sb.pm2(['update'], { timeoutMs: 120000 });
+    await sb.waitModuleOnline(60000);
+    const r = await settle([{ tag: 'updated' }]);
+    expect(r.updated.senders).toBe(6);
+    expect(r.updated, JSON.stringify(r.updated.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0, outOfOrder: 0 });
+  });
 });
