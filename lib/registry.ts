@@ -32,6 +32,8 @@ export interface ProcessInfo {
   pid: number;
   /** PM2's own log files for this process (out, error, combined): open in it, not the app's. */
   pm2Logs: readonly string[];
+  /** `Registry.eventSeq` of the last bus event about it (0 or absent: none since it was listed). */
+  eventSeq?: number;
 }
 
 /** The log files PM2 itself opens in a process (its pm2_env's pm_*_log_path). */
@@ -107,6 +109,11 @@ export interface RegistryOptions {
 export class Registry {
   readonly #procs = new Map<number, ProcessInfo>();
   readonly #apps = new Map<string, AppInfo>();
+  /** Bus events applied so far: a snapshot asked for at `eventSeq` n predates events n+1, n+2... */
+  #eventSeq = 0;
+  /** pm_ids deleted by an event, with its `eventSeq`: an older snapshot must not bring them back. */
+  readonly #deleted = new Map<number, number>();
+  #staleSnapshot = false;
   readonly #opts: RegistryOptions;
   readonly #knownVars: Map<string, string>;
 
@@ -149,18 +156,47 @@ export class Registry {
     return Object.fromEntries(this.#knownVars);
   }
 
+  /** How many bus events have been applied: pass it to `applySnapshot` for a list asked for now. */
+  get eventSeq(): number {
+    return this.#eventSeq;
+  }
+
+  /** Whether the last `applySnapshot` skipped processes that events had told of since it was asked for. */
+  get snapshotWasStale(): boolean {
+    return this.#staleSnapshot;
+  }
+
   /**
    * Replace the table with a fresh `pm2.list()`. Processes that are gone are reported removed;
    * processes already known keep their readiness (the list has no event history).
+   *
+   * `askedAt` is `eventSeq` when the list was asked for. PM2 answers a list in its own time (long
+   * on a busy machine), and events keep coming meanwhile: what an event said after `askedAt` wins.
+   * Such a process is neither removed (an app just started would lose its packets as coming from
+   * an unknown app) nor changed (only a pid the event did not carry is learnt, for the same
+   * generation), and a process deleted after `askedAt` is not brought back. Then
+   * `snapshotWasStale` is true: ask again.
    */
-  applySnapshot(envs: Pm2Env[], now: number): TableChange[] {
+  applySnapshot(envs: Pm2Env[], now: number, askedAt = Infinity): TableChange[] {
     const changes: TableChange[] = [];
     const seen = new Set<number>();
+    const newer = (p: ProcessInfo | undefined): boolean => p !== undefined && (p.eventSeq ?? 0) > askedAt;
+    let stale = false;
     for (const env of envs) {
       const id = numericPmId(env.pm_id);
       if (id === undefined) continue;
+      if ((this.#deleted.get(id) ?? -1) > askedAt) {
+        stale = true;
+        continue;
+      }
       seen.add(id);
       const before = this.#procs.get(id);
+      if (newer(before)) {
+        stale = true;
+        const pid = toNumber(env.pid);
+        if (before!.pid === 0 && pid !== undefined && pid > 0 && toNumber(env.pm_uptime) === before!.startedAt) before!.pid = pid;
+        continue;
+      }
       const startedBefore = before?.startedAt ?? 0;
       const online = env.status === 'online';
       const p = this.#upsert(env, id);
@@ -181,9 +217,13 @@ export class Registry {
         changes.push({ kind: 'offline', proc: p });
       }
     }
-    for (const id of [...this.#procs.keys()]) {
-      if (!seen.has(id)) changes.push(...this.#remove(id));
+    for (const [id, p] of [...this.#procs]) {
+      if (seen.has(id)) continue;
+      if (newer(p)) stale = true;
+      else changes.push(...this.#remove(id));
     }
+    for (const [id, seq] of this.#deleted) if (seq <= askedAt) this.#deleted.delete(id);
+    this.#staleSnapshot = stale;
     return changes;
   }
 
@@ -191,9 +231,15 @@ export class Registry {
   applyEvent(event: string, env: Pm2Env, now: number): TableChange[] {
     const id = numericPmId(env.pm_id);
     if (id === undefined) return []; // parked `_old_` workers never become writers
-    if (event === 'delete') return this.#remove(id);
+    const seq = ++this.#eventSeq;
+    if (event === 'delete') {
+      this.#deleted.set(id, seq);
+      return this.#remove(id);
+    }
+    this.#deleted.delete(id);
     const before = this.#procs.get(id);
     const p = this.#upsert(env, id);
+    p.eventSeq = seq;
     if (event === 'online') {
       // The `online` packet still says `launching`; the event itself is what counts. It carries
       // no pid: the new generation's pid comes with the next `pm2 list`.

@@ -47,6 +47,8 @@ export interface RelayOptions {
 
 /** How long an app may hold packets before the module says why (ms). */
 const HELD_WARN_AFTER_MS = 5000;
+/** How soon a list is read again after one that was asked for too early (see `reconcile`). */
+const RECONCILE_AGAIN_MS = 50;
 
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
 
@@ -66,6 +68,8 @@ export class Relay {
   readonly #spool: Spool | undefined;
   readonly #batches: BatchWatch;
   #reconcileTimer: unknown = undefined;
+  /** A list was asked for while one was on its way, or came back older than events: read again. */
+  #reconcileAgain = false;
   #reconciling: Promise<void> | undefined;
   #started = false;
   #stopped = false;
@@ -211,18 +215,31 @@ export class Relay {
     }, ms);
   }
 
-  /** Re-read `pm2 list` now and apply the differences. */
+  /**
+   * Re-read `pm2 list` now and apply the differences. Asked for while a list is on its way, or
+   * answered with a list older than events since (registry.ts `applySnapshot`), it reads again
+   * once that one is in: a list asked for before an app started must not be the last word on it.
+   */
   reconcile(): Promise<void> {
-    if (!this.#reconciling) {
-      this.#reconciling = this.#client
-        .list()
-        .then((envs) => {
-          if (!this.#stopped) this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
-        })
-        .finally(() => {
-          this.#reconciling = undefined;
-        });
+    if (this.#reconciling) {
+      this.#reconcileAgain = true;
+      return this.#reconciling;
     }
+    const askedAt = this.registry.eventSeq;
+    this.#reconciling = this.#client
+      .list()
+      .then((envs) => {
+        if (this.#stopped) return;
+        this.#applyChanges(this.registry.applySnapshot(envs, this.#now(), askedAt));
+        if (this.registry.snapshotWasStale) this.#reconcileAgain = true;
+      })
+      .finally(() => {
+        this.#reconciling = undefined;
+        if (this.#reconcileAgain) {
+          this.#reconcileAgain = false;
+          this.scheduleReconcile(RECONCILE_AGAIN_MS);
+        }
+      });
     return this.#reconciling;
   }
 

@@ -121,4 +121,49 @@ describe('apps that announce readiness', () => {
     expect(r.process(0)!.readyAt).toBe(NOW + 30 + 30000);
     expect(r.markReady(0, NOW + 2500)!.readyAt).toBe(NOW + 2500);
   });
+
+  describe('a list asked for before later events (PM2 answers it in its own time)', () => {
+    it('does not remove an app that came online after it was asked for, and says it was stale', () => {
+      const r = new Registry({ readyDelay: 1000 });
+      r.applySnapshot(cluster('old', 2, 0), NOW);
+      const askedAt = r.eventSeq;
+      r.applyEvent('online', env({ pm_id: 2, name: 'fresh', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: NOW }), NOW);
+      r.applyEvent('online', env({ pm_id: 3, name: 'fresh', status: 'launching', NODE_APP_INSTANCE: 1, pm_uptime: NOW }), NOW);
+      // The list PM2 built before the new app started: without it, and without pm_id 1 (deleted meanwhile).
+      const ch = r.applySnapshot(cluster('old', 1, 0), NOW + 10, askedAt);
+      expect(r.app(appKeyOf('fresh', 'default'))!.pmIds).toEqual(new Set([2, 3]));
+      expect(r.process(2)!.status).toBe('online');
+      expect(ch.map((c) => `${c.kind} ${'proc' in c ? c.proc.pmId : c.app.key}`)).toEqual(['removed 1']);
+      expect(r.snapshotWasStale).toBe(true);
+      // Asked for after those events, the list is the truth again.
+      const ch2 = r.applySnapshot([...cluster('old', 1, 0), ...cluster('fresh', 1, 2, { pm_uptime: NOW, pid: 4242 })], NOW + 20, r.eventSeq);
+      expect(r.snapshotWasStale).toBe(false);
+      expect(ch2.map((c) => `${c.kind} ${'proc' in c ? c.proc.pmId : c.app.key}`)).toEqual(['removed 3']);
+      expect(r.process(2)!.pid).toBe(4242);
+    });
+
+    it('keeps what a later event said of a listed process, learning only the pid of the same generation', () => {
+      const r = new Registry({ readyDelay: 1000 });
+      r.applySnapshot([env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 5000, pid: 100 })], NOW);
+      const askedAt = r.eventSeq;
+      r.applyEvent('online', env({ pm_id: 0, name: 'a', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: NOW }), NOW);
+      expect(r.process(0)!.pid).toBe(0);
+      // Older generation in the list: nothing learnt from it.
+      r.applySnapshot([env({ pm_id: 0, name: 'a', status: 'stopping', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 5000, pid: 100 })], NOW + 5, askedAt);
+      expect(r.process(0)).toMatchObject({ status: 'online', pid: 0, startedAt: NOW, readyAt: NOW + 1000 });
+      // The new generation already in it (PM2 built it after the fork): its pid is learnt.
+      r.applySnapshot([env({ pm_id: 0, name: 'a', status: 'launching', NODE_APP_INSTANCE: 0, pm_uptime: NOW, pid: 200 })], NOW + 6, askedAt);
+      expect(r.process(0)).toMatchObject({ status: 'online', pid: 200, readyAt: NOW + 1000 });
+    });
+
+    it('does not bring back a process deleted after it was asked for', () => {
+      const r = new Registry({ readyDelay: 1000 });
+      r.applySnapshot(cluster('a', 2, 0), NOW);
+      const askedAt = r.eventSeq;
+      r.applyEvent('delete', env({ pm_id: 1, name: 'a', NODE_APP_INSTANCE: 1 }), NOW);
+      r.applySnapshot(cluster('a', 2, 0), NOW + 5, askedAt);
+      expect(r.process(1)).toBeUndefined();
+      expect(r.snapshotWasStale).toBe(true);
+    });
+  });
 });

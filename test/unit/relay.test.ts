@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../lib/config';
+import { NO_LIVENESS } from '../../lib/liveness';
 import { Relay, type RelayOptions } from '../../lib/relay';
 import { Reporter } from '../../lib/reporter';
 import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
@@ -109,6 +110,34 @@ describe('Relay', () => {
     // 5,6,7 went into the new generation too early: sent again after the ready delay.
     expect(delivered.slice(8)).toEqual(['web-1-5', 'web-1-6', 'web-1-7']);
     expect(relay.counters.out).toBe(8);
+  });
+
+  it('a list PM2 built before a new app started does not make its packets unknown; a list asked for meanwhile is read again', async () => {
+    // (pids below are made up: every process counts as alive)
+    const { client, timers, relay } = await setup({}, undefined, { liveness: NO_LIVENESS });
+    // A list on its way (PM2 is slow to answer it), built before the app 'jobs' started.
+    let answerList!: (envs: ReturnType<FakeClient['list']> extends Promise<infer T> ? T : never) => void;
+    const before = client.procs.map((p) => ({ ...p }));
+    client.list = () => new Promise((resolve) => (answerList = resolve));
+    const first = relay.reconcile();
+    // Meanwhile 'jobs' starts: its online events, then its senders log.
+    const jobs = cluster('jobs', 2, 6, { pm_uptime: timers.now, status: 'launching' });
+    for (const e of jobs) client.event('online', e);
+    void relay.reconcile(); // asked for while the first is on its way
+    answerList(before);
+    await first;
+    logs(client, 7, 'jobs', 0, 5);
+    expect(relay.counters.dropped).toBe(0);
+    expect(relay.counters.held).toBe(5);
+    // It reads again: this time with the new app (and its pids).
+    client.list = async () => [...before, ...jobs.map((e, i) => ({ ...e, status: 'online', pid: 900 + i }))];
+    timers.advance(100);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(relay.registry.process(6)!.pid).toBe(900);
+    timers.advance(1000); // the new writer's ready delay
+    for (let i = 0; i < 40; i++) await flush();
+    expect(client.sent.filter((s) => s.pmId === 6).map((s) => s.data)).toEqual(Array.from({ length: 5 }, (_, i) => `jobs-7-${i}`));
+    expect(relay.counters).toMatchObject({ dropped: 0, held: 0 });
   });
 
   it('a process list that shows the reloaded writer still launching (before its online event) loses nothing', async () => {
