@@ -43,6 +43,10 @@ export function whyNoWriter(app: AppInfo | undefined, procs: readonly ProcessInf
   if (e && e.claimants.length > 0) return `Its writer pm_id ${e.claimants[0].pmId} is online but not ready yet.`;
   const numbers = procs.filter((p) => !p.isModule && p.status === 'online').map((p) => p.instance);
   if (numbers.length === 0) return `No process of the app is online: start it (pm2 start ${app.name}).`;
+  const down = procs.find((p) => !p.isModule && p.instance === writerInstance);
+  if (down) {
+    return `Its instance ${writerInstance} (pm_id ${down.pmId}) is ${down.status}, not online: its packets wait until it is (pm2 start ${down.pmId}, or its restart).`;
+  }
   return (
     `No online process has ${app.instanceVar}=${writerInstance} (online instances are numbered ${numbers.map((n) => (n === undefined ? '?' : n)).join(', ')}). ` +
     `PM2 numbers instances per app name across namespaces, so an app name reused in a second namespace gets no instance ${writerInstance}. ` +

@@ -62,6 +62,11 @@ describe('diagnoses', () => {
     expect(say.whyNoWriter(fresh.app, fresh.procs, fresh.e, 0)).toBe('Its writer pm_id 0 is online but not ready yet.');
     const stopped = table(cluster('web', 2, 0, { status: 'stopped' }));
     expect(say.whyNoWriter(stopped.app, stopped.procs, stopped.e, 0)).toBe('No process of the app is online: start it (pm2 start web).');
+    // Instance 0 stopped (pm2 stop <id>) while the others run: said so, not the namespace guess below.
+    const writerStopped = table(cluster('web', 3, 0, { pm_uptime: 0 }).map((e) => (e.NODE_APP_INSTANCE === 0 ? { ...e, status: 'stopped' } : e)));
+    expect(say.whyNoWriter(writerStopped.app, writerStopped.procs, writerStopped.e, 0)).toBe(
+      'Its instance 0 (pm_id 0) is stopped, not online: its packets wait until it is (pm2 start 0, or its restart).',
+    );
     const renumbered = table(cluster('web', 2, 0, { pm_uptime: 0 }).map((e) => ({ ...e, NODE_APP_INSTANCE: Number(e.NODE_APP_INSTANCE) + 2 })));
     const why = say.whyNoWriter(renumbered.app, renumbered.procs, renumbered.e, 0);
     expect(why).toContain('No online process has NODE_APP_INSTANCE=0 (online instances are numbered 2, 3).');
