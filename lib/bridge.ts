@@ -21,6 +21,7 @@ import path from 'node:path';
 import { Deque } from './deque';
 import { files, HANDOVER_FORMAT, markerOf } from './handover';
 import { createPm2Client, loadPm2 } from './pm2-client';
+import { pm2Home } from './state';
 import { writeJsonAtomic } from './versioned';
 
 const MAX_PACKETS = 500_000;
@@ -122,10 +123,10 @@ function main(): void {
     }
   };
 
-  const pm2Home = process.env.PM2_HOME || path.join(process.env.HOME || '', '.pm2');
+  const home = pm2Home();
   const daemonPidNow = (): number => {
     try {
-      return Number(fs.readFileSync(path.join(pm2Home, 'pm2.pid'), 'utf8'));
+      return Number(fs.readFileSync(path.join(home, 'pm2.pid'), 'utf8'));
     } catch {
       return 0;
     }
@@ -148,7 +149,7 @@ function main(): void {
         goneSince = 0;
       } else if (goneSince === 0) {
         goneSince = Date.now();
-        if (!justSaved(path.join(pm2Home, 'dump.pm2'), goneSince)) return finish('daemon gone', false);
+        if (!justSaved(path.join(home, 'dump.pm2'), goneSince)) return finish('daemon gone', false);
       } else if (Date.now() - goneSince > NEW_DAEMON_WAIT_MS) return finish('daemon gone', false);
     }
     watchReinstall();

@@ -16,7 +16,8 @@ export interface SavedState {
   held?: Record<string, OutPacket[]>;
 }
 
-function pm2Home(env: NodeJS.ProcessEnv): string {
+/** PM2's home folder, as PM2 itself finds it. */
+export function pm2Home(env: NodeJS.ProcessEnv = process.env): string {
   return env.PM2_HOME || path.join(env.HOME || os.homedir(), '.pm2');
 }
 
