@@ -3,21 +3,21 @@
  * SIGINT/SIGTERM (deliver what can be delivered, keep what is still held for the next run).
  */
 import path from 'node:path';
-import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/config';
-import { unreadBudget } from './lib/backlog';
-import { Handover } from './lib/handover';
-import { procOpenFiles, WriterFiles } from './lib/writer-files';
-import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/messages';
-import type { OutPacket } from './lib/outbox';
-import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/liveness';
-import { daemonChildren, NO_NEWCOMERS } from './lib/newcomers';
-import { createPm2Client } from './lib/pm2-client';
-import { guardSends } from './lib/send-guard';
-import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/metrics';
+import { formatSettings, parseSettings, RETIRED_KEYS, unknownKeys } from './lib/operator/settings';
+import { unreadBudget } from './lib/deliver/pacing';
+import { Handover } from './lib/restart/handover';
+import { procOpenFiles, WriterFiles } from './lib/table/writer-files';
+import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/operator/wording';
+import type { OutPacket } from './lib/deliver/outbox';
+import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/proc/liveness';
+import { daemonChildren, NO_NEWCOMERS } from './lib/proc/forks';
+import { createPm2Client } from './lib/intake/pm2-client';
+import { guardSends } from './lib/deliver/send-guard';
+import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/operator/metrics';
 import { Relay } from './lib/relay';
-import { Reporter } from './lib/reporter';
-import { Spool } from './lib/spool';
-import { openState } from './lib/state';
+import { Reporter } from './lib/operator/reporter';
+import { Spool } from './lib/hold/spool';
+import { openState } from './lib/restart/state';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     knownInstanceVars: saved.instanceVars,
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
     spool,
-    // A writer's unread backlog is bounded where /proc tells when it has read it (backlog.ts).
+    // A writer's unread backlog is bounded where /proc tells when it has read it (pacing.ts).
     unreadBudget: useProc ? unreadBudget() : 0,
     // A new writer is waited for until it opens its app's log files (writer-files.ts).
     writerFiles: useProc ? new WriterFiles(procOpenFiles()) : undefined,

@@ -1,25 +1,25 @@
 /**
  * The relay: bus packets in, routed sends out. The pipeline: a bus packet is routed (router.ts)
  * against the table (registry.ts) and queued in the outbox (outbox.ts), which sends it to the
- * app's writer once the writer table (writers.ts) has one ready. Table changes (events, a fresh
+ * app's writer once the writer table (writer-table.ts) has one ready. Table changes (events, a fresh
  * `pm2 list`) go to the outbox (targets gone or back) and the writer table (elect again, send what
- * waits). Talks to PM2 only through the `Pm2Client` interface; what it says is worded in messages.ts.
+ * waits). Talks to PM2 only through the `Pm2Client` interface; what it says is worded in wording.ts.
  */
-import { realTimers, type Timers } from './clock';
-import { BatchWatch } from './batch';
-import type { Settings } from './config';
-import { procLiveness, type Liveness } from './liveness';
-import * as say from './messages';
-import { daemonChildren, type Newcomers } from './newcomers';
-import { newCounters, Outbox, type Counters, type OutPacket } from './outbox';
-import type { Pm2Client } from './pm2-client';
-import { Registry, splitAppKey, type Pm2Env, type TableChange } from './registry';
-import type { Reporter } from './reporter';
-import { logTopicSet, route, type DropReason } from './router';
-import type { Spool } from './spool';
-import { byApp, statusRow, type AppStatus } from './status';
-import type { WriterFiles } from './writer-files';
-import { Writers } from './writers';
+import { realTimers, type Timers } from './shared/clock';
+import { BatchWatch } from './intake/client-batches';
+import type { Settings } from './operator/settings';
+import { procLiveness, type Liveness } from './proc/liveness';
+import * as say from './operator/wording';
+import { daemonChildren, type Newcomers } from './proc/forks';
+import { newCounters, Outbox, type Counters, type OutPacket } from './deliver/outbox';
+import type { Pm2Client } from './intake/pm2-client';
+import { Registry, splitAppKey, type Pm2Env, type TableChange } from './table/registry';
+import type { Reporter } from './operator/reporter';
+import { logTopicSet, route, type DropReason } from './intake/router';
+import type { Spool } from './hold/spool';
+import { byApp, statusRow, type AppStatus } from './operator/status';
+import type { WriterFiles } from './table/writer-files';
+import { Writers } from './table/writer-table';
 
 export interface RelayOptions {
   client: Pm2Client;
@@ -39,7 +39,7 @@ export interface RelayOptions {
   newcomers?: Newcomers;
   /** Where held packets go past `buffer_mb` (loaded already). None: they are dropped. */
   spool?: Spool;
-  /** Bound on a writer's unread backlog (backlog.ts), bytes. @default 0 (unbounded) */
+  /** Bound on a writer's unread backlog (pacing.ts), bytes. @default 0 (unbounded) */
   unreadBudget?: number;
   /** Each app's writer-only files (writer-files.ts). @default none learnt */
   writerFiles?: WriterFiles;

@@ -2,7 +2,7 @@
  * The module as on a machine without /proc (macOS, Windows, locked-down containers): PM2, the apps
  * and the module run with an empty /proc (a tmpfs over it in a private mount namespace) where this
  * machine allows it, else with `proc_checks=off`. Either way the module cannot see a writer dying
- * nor a reload's fork before it sends. The send guard (lib/send-guard.ts) must keep PM2's daemon alive: a busy
+ * nor a reload's fork before it sends. The send guard (lib/deliver/send-guard.ts) must keep PM2's daemon alive: a busy
  * writer killed with `kill -9`, several times, never takes the daemon down, and nothing is written
  * twice or into another app's file.
  */

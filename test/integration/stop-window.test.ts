@@ -12,7 +12,7 @@
  * A writer that has fallen behind is the hard case: what PM2 handed it waits in its pipe, and
  * what does not fit in the pipe's kernel buffer waits in PM2's daemon and reaches the writer only
  * after its SIGINT handler has run. The module keeps each writer's unread backlog within half that
- * buffer (backlog.ts); the last test makes a writer fall behind on purpose.
+ * buffer (pacing.ts); the last test makes a writer fall behind on purpose.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile, reportDirOf } from '../support/apps.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createPreciseClock } from '../../lib/clock';
-import { Deque } from '../../lib/deque';
+import { createPreciseClock } from '../../lib/shared/clock';
+import { Deque } from '../../lib/shared/deque';
 
 describe('Deque', () => {
   it('keeps FIFO order across growth and wrap-around, and unshift puts in front', () => {

@@ -1,8 +1,8 @@
 /** Small fakes behind the module's own interfaces. */
 import { EventEmitter } from 'node:events';
-import type { Pm2Client, BusHandlers } from '../../lib/pm2-client';
-import type { Pm2Env } from '../../lib/registry';
-import type { Timers } from '../../lib/clock';
+import type { Pm2Client, BusHandlers } from '../../lib/intake/pm2-client';
+import type { Pm2Env } from '../../lib/table/registry';
+import type { Timers } from '../../lib/shared/clock';
 
 export function env(over: Partial<Record<string, unknown>> & { pm_id: number | string; name: string }): Pm2Env {
   return {

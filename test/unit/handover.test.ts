@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { files, Handover, markerPacket } from '../../lib/handover';
-import { FORMAT } from '../../lib/versioned';
+import { files, Handover, markerPacket } from '../../lib/restart/handover';
+import { FORMAT } from '../../lib/restart/versioned';
 
 describe('Handover (no bridge running)', () => {
   it('relays leftover handover files once, in their order, then passes what the bus brings', async () => {

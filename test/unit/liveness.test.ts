@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dyingOrDead, idleFrom, procLiveness } from '../../lib/liveness';
-import { DEFAULTS, type Settings } from '../../lib/config';
+import { dyingOrDead, idleFrom, procLiveness } from '../../lib/proc/liveness';
+import { DEFAULTS, type Settings } from '../../lib/operator/settings';
 import { Relay } from '../../lib/relay';
-import { Reporter } from '../../lib/reporter';
+import { Reporter } from '../../lib/operator/reporter';
 import { cluster, FakeClient, flush } from './fakes';
 
 describe('procLiveness', () => {

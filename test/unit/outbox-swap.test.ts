@@ -1,11 +1,11 @@
 /**
- * Which process got a send PM2 handled around a `pm2 reload` swap (lib/outbox.ts
+ * Which process got a send PM2 handled around a `pm2 reload` swap (lib/deliver/outbox.ts
  * reachedNewGeneration). PM2 swaps the process under a pm_id in one synchronous step: it stamps
  * the new pm_uptime U (whole ms), forks (several ms), and only then is the new process there, so a
  * send is handled before the step (old process) or after it (new process), never inside.
  */
 import { describe, expect, it } from 'vitest';
-import { reachedNewGeneration } from '../../lib/outbox';
+import { reachedNewGeneration } from '../../lib/deliver/outbox';
 
 const U = 1_000_000;
 

@@ -4,9 +4,9 @@
  * replays after a new generation, relays and the memory bound.
  */
 import { describe, expect, it } from 'vitest';
-import { pipeCost } from '../../lib/backlog';
-import { newCounters, Outbox, sizeUp, type OutPacket } from '../../lib/outbox';
-import type { SendGate, Vacancy } from '../../lib/writers';
+import { pipeCost } from '../../lib/deliver/pacing';
+import { newCounters, Outbox, sizeUp, type OutPacket } from '../../lib/deliver/outbox';
+import type { SendGate, Vacancy } from '../../lib/table/writer-table';
 import { FakeTimers } from './fakes';
 
 function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?: number } = {}) {
@@ -250,7 +250,7 @@ describe('Outbox', () => {
     expect(counters.dropped).toBe(0);
   });
 
-  describe('a writer\'s unread backlog (backlog.ts)', () => {
+  describe('a writer\'s unread backlog (pacing.ts)', () => {
     const cost = pipeCost({ topic: 'log4js:message', data: 'web-0' });
 
     it('past the budget, nothing more goes until the writer is seen idle; order is kept and nothing is lost', () => {

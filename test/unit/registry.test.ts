@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { electWriter } from '../../lib/election';
-import { appKeyOf, Registry } from '../../lib/registry';
+import { electWriter } from '../../lib/table/election';
+import { appKeyOf, Registry } from '../../lib/table/registry';
 import { cluster, env } from './fakes';
 
 const NOW = 100_000;

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, type Settings } from '../../lib/config';
-import { NO_LIVENESS } from '../../lib/liveness';
+import { DEFAULTS, type Settings } from '../../lib/operator/settings';
+import { NO_LIVENESS } from '../../lib/proc/liveness';
 import { Relay, type RelayOptions } from '../../lib/relay';
-import { Reporter } from '../../lib/reporter';
+import { Reporter } from '../../lib/operator/reporter';
 import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
 
 async function setup(

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, type Settings } from '../../lib/config';
-import { appKeyOf, Registry } from '../../lib/registry';
-import { CLIENT_LOG_TOPIC, logTopicSet, route } from '../../lib/router';
+import { DEFAULTS, type Settings } from '../../lib/operator/settings';
+import { appKeyOf, Registry } from '../../lib/table/registry';
+import { CLIENT_LOG_TOPIC, logTopicSet, route } from '../../lib/intake/router';
 import { cluster, env } from './fakes';
 
 function setup(over: Partial<Settings> = {}) {

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { newCounters, Outbox, type OutPacket } from '../../lib/outbox';
-import { Spool, type SpoolFs } from '../../lib/spool';
+import { newCounters, Outbox, type OutPacket } from '../../lib/deliver/outbox';
+import { Spool, type SpoolFs } from '../../lib/hold/spool';
 
 const dirs: string[] = [];
 function tmp(): string {

@@ -2,9 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { findBridge, markerOf, markerPacket, PROTOCOL } from '../../lib/handover';
-import { legacyStateDir, StateFile, stateDir } from '../../lib/state';
-import { FORMAT, readVersioned, setAsideName } from '../../lib/versioned';
+import { findBridge, markerOf, markerPacket, PROTOCOL } from '../../lib/restart/handover';
+import { legacyStateDir, StateFile, stateDir } from '../../lib/restart/state';
+import { FORMAT, readVersioned, setAsideName } from '../../lib/restart/versioned';
 
 let dir: string;
 let said: string[];

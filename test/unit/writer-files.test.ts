@@ -5,10 +5,10 @@
  * FILES_WAIT_MS after it came online.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, type Settings } from '../../lib/config';
+import { DEFAULTS, type Settings } from '../../lib/operator/settings';
 import { Relay } from '../../lib/relay';
-import { Reporter } from '../../lib/reporter';
-import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, procOpenFiles, WriterFiles } from '../../lib/writer-files';
+import { Reporter } from '../../lib/operator/reporter';
+import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, procOpenFiles, WriterFiles } from '../../lib/table/writer-files';
 import { cluster, env, FakeClient, FakeTimers, flush } from './fakes';
 import fs from 'node:fs';
 import os from 'node:os';

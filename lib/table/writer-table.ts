@@ -5,14 +5,14 @@
  * waits whenever it does. Before every send the outbox asks it whether the target is still the
  * process we know: the liveness and newcomers checks (/proc) are made here and nowhere else.
  */
-import type { Timers } from './clock';
-import type { Settings } from './config';
+import type { Timers } from '../shared/clock';
+import type { Settings } from '../operator/settings';
 import { electWriter, type Election } from './election';
-import type { Liveness } from './liveness';
-import * as say from './messages';
-import type { Newcomers } from './newcomers';
+import type { Liveness } from '../proc/liveness';
+import * as say from '../operator/wording';
+import type { Newcomers } from '../proc/forks';
 import type { AppInfo, ProcessInfo, Registry } from './registry';
-import type { Reporter } from './reporter';
+import type { Reporter } from '../operator/reporter';
 import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
 
 /** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
@@ -32,7 +32,7 @@ export interface SendGate {
    */
   forkedSince(pmId: number): boolean | undefined;
   /**
-   * Asked when a writer's unread backlog is at its bound (backlog.ts): is the process idle in its
+   * Asked when a writer's unread backlog is at its bound (pacing.ts): is the process idle in its
    * event loop now, so it has read everything PM2 wrote into its pipe before?
    */
   caughtUp(pmId: number): boolean;
@@ -107,7 +107,7 @@ export class Writers implements SendGate {
     return this.#registry.process(pmId)?.startedAt ?? 0;
   }
 
-  // --- the /proc checks (liveness.ts, newcomers.ts) ---
+  // --- the /proc checks (liveness.ts, forks.ts) ---
 
   vacancy(pmId: number): Vacancy | undefined {
     const proc = this.#registry.process(pmId);

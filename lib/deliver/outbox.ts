@@ -7,12 +7,12 @@
  * (PM2's daemon dies if a relay keeps writing to a worker whose IPC channel just closed) and a log
  * packet goes back to the front of its app's queue.
  */
-import { Backlog, pipeCost } from './backlog';
-import { newRecordCounters, recordsOf, type RecordCounters } from './batch';
-import { createPreciseClock, realTimers, type Timers } from './clock';
-import { Deque } from './deque';
-import type { Spool } from './spool';
-import type { SendGate } from './writers';
+import { Backlog, pipeCost } from './pacing';
+import { newRecordCounters, recordsOf, type RecordCounters } from '../intake/client-batches';
+import { createPreciseClock, realTimers, type Timers } from '../shared/clock';
+import { Deque } from '../shared/deque';
+import type { Spool } from '../hold/spool';
+import type { SendGate } from '../table/writer-table';
 
 export interface OutPacket {
   topic: string;
@@ -69,7 +69,7 @@ export interface Counters extends RecordCounters {
   dropped: number;
   malformed: number;
   sendErrors: number;
-  /** Times sending to a writer paused until it had read its backlog (backlog.ts). */
+  /** Times sending to a writer paused until it had read its backlog (pacing.ts). */
   paced: number;
 }
 
@@ -101,7 +101,7 @@ interface Sent {
   readonly packet: OutPacket;
   readonly app: AppQueue | null;
   readonly sentAt: number;
-  /** What it takes in the target's pipe (backlog.ts); 0 when not counted. */
+  /** What it takes in the target's pipe (pacing.ts); 0 when not counted. */
   readonly cost: number;
 }
 
@@ -129,7 +129,7 @@ interface Target {
   readonly sent: Deque<Sent>;
   readonly recent: Deque<Recent>;
   readonly relays: Deque<OutPacket>;
-  /** What the process may not have read yet (backlog.ts). */
+  /** What the process may not have read yet (pacing.ts). */
   readonly backlog: Backlog;
   /** Armed while sends wait for the process to read its backlog. */
   paceTimer: unknown;
@@ -185,7 +185,7 @@ export function reachedNewGeneration(sentAt: number, answeredAt: number, replace
   return !beforeAnyFork;
 }
 
-/** What the operator is told of the outbox's own doings (Relay words them: messages.ts). */
+/** What the operator is told of the outbox's own doings (Relay words them: wording.ts). */
 export interface OutboxEvents {
   /** Packets dropped because the hold buffer was full (memory, and the spool if there is one). */
   overflow(appKey: string, count: number, why: 'memory' | 'spool'): void;
@@ -210,7 +210,7 @@ export interface AppStats {
 
 export interface OutboxOptions {
   send: SendFn;
-  /** Who may be sent to: the writer table (writers.ts), asked before every send. */
+  /** Who may be sent to: the writer table (writer-table.ts), asked before every send. */
   writers: SendGate;
   events: OutboxEvents;
   now(): number;
@@ -224,7 +224,7 @@ export interface OutboxOptions {
   maxInflight: number;
   /**
    * Bound on what a writer may have unread in its pipe, in bytes as `pipeCost` counts them
-   * (backlog.ts). 0: unbounded.
+   * (pacing.ts). 0: unbounded.
    */
   unreadBudget?: number;
   /** For the short waits while a writer reads its backlog. @default realTimers */

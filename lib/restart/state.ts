@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Settings } from './config';
-import type { OutPacket } from './outbox';
+import type { Settings } from '../operator/settings';
+import type { OutPacket } from '../deliver/outbox';
 import { FORMAT, readVersioned, writeJsonAtomic } from './versioned';
 
 export interface SavedState {

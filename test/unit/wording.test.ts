@@ -3,10 +3,10 @@
  * wording, and the facts it must name (app, pm_id, the setting to change, the fix).
  */
 import { describe, expect, it } from 'vitest';
-import { electWriter } from '../../lib/election';
-import * as say from '../../lib/messages';
-import { appKeyOf, Registry } from '../../lib/registry';
-import { formatStatusTable, statusRow } from '../../lib/status';
+import { electWriter } from '../../lib/table/election';
+import * as say from '../../lib/operator/wording';
+import { appKeyOf, Registry } from '../../lib/table/registry';
+import { formatStatusTable, statusRow } from '../../lib/operator/status';
 import { cluster, env } from './fakes';
 
 const WEB = appKeyOf('web', 'default');

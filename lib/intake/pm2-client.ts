@@ -14,9 +14,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SendFn } from './outbox';
-import { openRpcChannel, type RpcChannel } from './rpc-channel';
-import type { Pm2Env } from './registry';
+import type { SendFn } from '../deliver/outbox';
+import { openRpcChannel, type RpcChannel } from '../deliver/rpc-channel';
+import type { Pm2Env } from '../table/registry';
 
 export interface BusHandlers {
   /** `process:msg` packets: { raw, process: { pm_id, name, namespace } }. */

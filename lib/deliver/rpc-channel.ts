@@ -1,9 +1,9 @@
 /**
  * The relay's own connection to PM2's RPC socket, for `sendDataToProcessId` only (the wire format
- * is amp.ts). PM2's daemon serves any number of RPC connections; this one carries the log lines,
+ * is rpc-frames.ts). PM2's daemon serves any number of RPC connections; this one carries the log lines,
  * PM2's own client everything else (list, bus, ...).
  *
- * Why: per relayed line, PM2's generic client costs more CPU than the relay's own work (amp.ts says
+ * Why: per relayed line, PM2's generic client costs more CPU than the relay's own work (rpc-frames.ts says
  * what it does twice). Same calls, same answers, same order: the daemon cannot tell the difference.
  *
  * If the connection closes while sends are out, each of them is answered with an error: the
@@ -12,14 +12,14 @@
  * client, which reconnects by itself.
  */
 import net from 'node:net';
-import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswerOf } from './amp';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswerOf } from './rpc-frames';
 import type { SendDone } from './outbox';
 
 export interface RpcChannel {
   /** false once the connection has closed: use PM2's client instead. */
   readonly open: boolean;
   /**
-   * Each send is followed, in the same write, by a probe (amp.ts `swapAnswer`): `done`'s second
+   * Each send is followed, in the same write, by a probe (rpc-frames.ts `swapAnswer`): `done`'s second
    * argument says whether the send reached a worker that a reload in progress had just forked.
    */
   send(pmId: number, topic: string, data: unknown, done: SendDone): void;
@@ -33,7 +33,7 @@ interface Call {
   readonly done: SendDone;
   /** The send's error message; undefined: accepted. */
   error: string | undefined | null;
-  /** The probe's word (amp.ts `swapAnswer`). */
+  /** The probe's word (rpc-frames.ts `swapAnswer`). */
   swapped: boolean | undefined | null;
   /** Whether send and probe reached the daemon in one piece (else the probe says nothing). */
   together: boolean;
@@ -49,7 +49,7 @@ function settle(c: Call): void {
 
 export interface RpcChannelOptions {
   /**
-   * Follow each send with the reload probe (amp.ts; the `reload_probe` setting). It costs PM2's
+   * Follow each send with the reload probe (rpc-frames.ts; the `reload_probe` setting). It costs PM2's
    * daemon an error it builds per send (about as much CPU as the send itself). @default true
    */
   probe?: boolean;

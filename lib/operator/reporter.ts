@@ -3,7 +3,7 @@
  * per app and problem; counts (drops, malformed packets) are summed and said at most once per
  * `report_interval`.
  */
-import { formatAppKey } from './registry';
+import { formatAppKey } from '../table/registry';
 
 export type LogFn = (line: string) => void;
 

@@ -18,9 +18,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Deque } from './deque';
+import { Deque } from '../shared/deque';
 import { files, HANDOVER_FORMAT, markerOf } from './handover';
-import { createPm2Client, loadPm2 } from './pm2-client';
+import { createPm2Client, loadPm2 } from '../intake/pm2-client';
 import { pm2Home } from './state';
 import { writeJsonAtomic } from './versioned';
 

@@ -28,7 +28,7 @@
  *
  * The cost is a round trip through the bus per send; the figures are in the README.
  */
-import type { BusHandlers, Pm2Client } from './pm2-client';
+import type { BusHandlers, Pm2Client } from '../intake/pm2-client';
 import type { SendDone, SendFn } from './outbox';
 
 /** The topic of the guard's own fence packets; never relayed. */

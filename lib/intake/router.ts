@@ -2,8 +2,8 @@
  * Pure routing: one bus `process:msg` packet + the process table + settings -> what to do.
  * No I/O, no clock: the caller delivers, holds or counts.
  */
-import type { Settings } from './config';
-import { appKeyOf, isParkedPmId, numericPmId, type ProcessInfo, type Registry } from './registry';
+import type { Settings } from '../operator/settings';
+import { appKeyOf, isParkedPmId, numericPmId, type ProcessInfo, type Registry } from '../table/registry';
 
 /** Always routed like a log topic: what the package's own client (`pm2-scoped-intercom/client`) sends. */
 export const CLIENT_LOG_TOPIC = 'pm2-scoped-intercom:log';

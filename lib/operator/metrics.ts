@@ -3,8 +3,8 @@
  * Counters are plain numbers bumped on the hot path; rates are derived here once a second.
  */
 import v8 from 'node:v8';
-import type { Counters } from './outbox';
-import type { Relay } from './relay';
+import type { Counters } from '../deliver/outbox';
+import type { Relay } from '../relay';
 import { formatStatusTable } from './status';
 
 export interface PmxLike {
@@ -60,7 +60,7 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'held in memory', value: () => Math.round(relay.outbox.heldBytes / 104857.6) / 10, unit: 'MB' });
   probe.metric({ name: 'dropped total', value: () => c.dropped });
   probe.metric({ name: 'malformed total', value: () => c.malformed });
-  // Sending paused until a writer had read what it was handed (backlog.ts).
+  // Sending paused until a writer had read what it was handed (pacing.ts).
   probe.metric({ name: 'waits for writers', value: () => c.paced });
   probe.metric({ name: 'apps tracked', value: () => relay.status().length });
   probe.metric({ name: 'apps without writer', value: () => relay.appsWithoutWriter() });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { daemonChildren, pmIdFromEnviron } from '../../lib/newcomers';
+import { daemonChildren, pmIdFromEnviron } from '../../lib/proc/forks';
 
 /** A fake /proc: the daemon (pid 1) and its children, each with stat and environ. */
 function fakeProc() {

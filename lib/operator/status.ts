@@ -2,8 +2,8 @@
  * The status rows (`pm2 trigger pm2-scoped-intercom status`): one per app the table or the outbox
  * knows, as JSON for programs and as a fixed-width table for people.
  */
-import type { Election } from './election';
-import { DEFAULT_INSTANCE_VAR, splitAppKey, type AppInfo, type ProcessInfo } from './registry';
+import type { Election } from '../table/election';
+import { DEFAULT_INSTANCE_VAR, splitAppKey, type AppInfo, type ProcessInfo } from '../table/registry';
 
 export interface AppStatus {
   namespace: string;

@@ -2,14 +2,14 @@
  * Issue 12: batches. The client gathers a sender's records into one packet (bounded in bytes and
  * time) when the installed module says it takes them, and sends single records otherwise; the
  * writer writes a batch's records in order; the module counts records and says once what it does
- * not understand (lib/batch.ts).
+ * not understand (lib/intake/client-batches.ts).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { approxSize, LOG_TOPIC, moduleBatchFormat, openChannel, type ProcessLike } from '../../client/index';
-import { BatchWatch, newRecordCounters, recordsOf, shapeOf } from '../../lib/batch';
+import { BatchWatch, newRecordCounters, recordsOf, shapeOf } from '../../lib/intake/client-batches';
 import { IntercomDestination } from '../../client/pino';
 import { FakeAppProcess } from './fakes';
 
@@ -187,7 +187,7 @@ describe('client: batches', () => {
   });
 });
 
-describe('module: lib/batch.ts', () => {
+describe('module: lib/intake/client-batches.ts', () => {
   it('tells batches, single records and unknown shapes apart, and counts records', () => {
     expect(shapeOf({ ch: 'a', b: [1, 2] })).toBe('batch');
     expect(shapeOf({ ch: 'a', r: null })).toBe('single');
@@ -220,9 +220,9 @@ describe('module: lib/batch.ts', () => {
 
 describe('module: a batch through the relay (issue 12)', () => {
   it('is one send, held whole while the writer restarts, and counted as packets and records', async () => {
-    const { DEFAULTS } = await import('../../lib/config');
+    const { DEFAULTS } = await import('../../lib/operator/settings');
     const { Relay } = await import('../../lib/relay');
-    const { Reporter } = await import('../../lib/reporter');
+    const { Reporter } = await import('../../lib/operator/reporter');
     const { cluster, env, FakeClient, FakeTimers, flush } = await import('./fakes');
     const client = new FakeClient();
     client.procs = cluster('web', 3, 0, { pm_uptime: 0 });
@@ -286,7 +286,7 @@ describe('winston writer: batches and a full inner transport', () => {
 
 describe('module: a batch in the spool (issue 12)', () => {
   it('goes to disk and comes back whole, in order with single records', async () => {
-    const { Spool } = await import('../../lib/spool');
+    const { Spool } = await import('../../lib/hold/spool');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-batch-unit-'));
     dirs.push(dir);
     const spool = new Spool({ dir, maxBytes: 1 << 20, chunkBytes: 100, segmentBytes: 2000, warn: () => {} });

@@ -3,12 +3,12 @@
  * and the outbox give rise to, worded in one place (plain functions of what they report). Counts
  * are summed by the reporter (`reporter.count(phrase, n)`), diagnoses said once per app and kind.
  */
-import { FILES_WAIT_MS } from './writer-files';
-import type { Settings } from './config';
-import type { Election } from './election';
-import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from './registry';
-import type { DropReason } from './router';
-import type { Vacancy } from './writers';
+import { FILES_WAIT_MS } from '../table/writer-files';
+import type { Settings } from './settings';
+import type { Election } from '../table/election';
+import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from '../table/registry';
+import type { DropReason } from '../intake/router';
+import type { Vacancy } from '../table/writer-table';
 
 /** The hold buffer's bounds, as the operator set them. */
 export type Bounds = Pick<Settings, 'buffer_mb' | 'spool_mb'>;
@@ -169,7 +169,7 @@ export function listFailed(err: Error): string {
 
 /**
  * Which checks keep sends safe: with /proc (`'on'`), `dying` (liveness.ts) always and `forks`
- * (newcomers.ts) where the daemon's children can be read; without it (`'off'` by the
+ * (forks.ts) where the daemon's children can be read; without it (`'off'` by the
  * `proc_checks` setting, or `'unreadable'`), the send guard (send-guard.ts).
  */
 export function safetyChecks(proc: 'on' | 'off' | 'unreadable', forks = false): string {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, formatSettings, parseSettings, unknownKeys } from '../../lib/config';
+import { DEFAULTS, formatSettings, parseSettings, unknownKeys } from '../../lib/operator/settings';
 
 describe('parseSettings', () => {
   it('gives the defaults when nothing is set', () => {
