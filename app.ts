@@ -8,7 +8,7 @@ import { unreadBudget } from './lib/deliver/pacing';
 import { Handover } from './lib/restart/handover';
 import { procOpenFiles, WriterFiles } from './lib/table/writer-files';
 import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/operator/wording';
-import type { OutPacket } from './lib/deliver/outbox';
+import type { OutPacket } from './lib/shared/packet';
 import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/proc/liveness';
 import { daemonChildren, NO_NEWCOMERS } from './lib/proc/forks';
 import { createPm2Client } from './lib/intake/pm2-client';

@@ -28,11 +28,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { BATCH_FORMAT, CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC, MODULE_NAME } from '../lib/shared/protocol';
+import { toNumber } from '../lib/shared/system';
 
-/** The topic the module routes to the writer of the sender's app (lib/router.ts CLIENT_LOG_TOPIC). */
-export const LOG_TOPIC = 'pm2-scoped-intercom:log';
-/** The writer's "I listen" announcement (lib/router.ts CLIENT_READY_TOPIC). */
-export const READY_TOPIC = 'pm2-scoped-intercom:ready';
+/** The topic the module routes to the writer of the sender's app. */
+export const LOG_TOPIC = CLIENT_LOG_TOPIC;
+/** The writer's "I listen" announcement. */
+export const READY_TOPIC = CLIENT_READY_TOPIC;
 /** PM2's default name for the instance number variable. */
 export const DEFAULT_INSTANCE_VAR = 'NODE_APP_INSTANCE';
 /** Channel used when none is named. */
@@ -83,12 +85,10 @@ export interface ClientOptions {
 export const DEFAULT_BATCH_MAX_BYTES = 32 * 1024;
 export const DEFAULT_BATCH_MAX_MS = 20;
 /** The batch format this client sends, and the least a module must accept for it. */
-export const BATCH_FORMAT = 1;
+export { BATCH_FORMAT, MODULE_NAME };
 /** How often (ms) a sender reads again what the installed module accepts (an upgrade or downgrade). */
 const CAPS_TTL_MS = 5000;
 
-/** The module's name, as `pm2 install` names its folder under `$PM2_HOME/modules`. */
-export const MODULE_NAME = 'pm2-scoped-intercom';
 
 export interface Placement {
   role: Role;
@@ -101,12 +101,6 @@ export interface Placement {
   writerInstance: number;
   /** Why this role, in words. */
   reason: string;
-}
-
-function toNumber(v: string | undefined): number | undefined {
-  if (v === undefined || v.trim() === '') return undefined;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : undefined;
 }
 
 function proc(opts?: ClientOptions): ProcessLike {

@@ -8,74 +8,16 @@
  * packet goes back to the front of its app's queue.
  */
 import { Backlog, pipeCost } from './pacing';
-import { newRecordCounters, recordsOf, type RecordCounters } from '../intake/client-batches';
+import type { Counters } from '../shared/counters';
+import { sizeUp, type OutPacket, type SendDone, type SendFn } from '../shared/packet';
+import { recordsOf } from '../shared/protocol';
 import { createPreciseClock, realTimers, type Timers } from '../shared/clock';
 import { Deque } from '../shared/deque';
 import type { Spool } from '../hold/spool';
 import type { SendGate } from '../table/writer-table';
 
-export interface OutPacket {
-  topic: string;
-  data: unknown;
-  /** What it costs held in memory (estimated when it is held). */
-  bytes?: number;
-  /** Non-string data: its length as JSON in UTF-8 bytes, what PM2 writes into the writer's pipe (measured when it is held). */
-  wire?: number;
-}
-
-/**
- * Memory a held packet takes: its data, plus the wrapper object, a queue slot and V8's string
- * header. Measured: 320 B for a log4js line whose serialised data is 245 characters.
- */
-export function heldBytes(packet: OutPacket): number {
-  return sizeUp({ topic: packet.topic, data: packet.data });
-}
-
-/**
- * Sets `bytes` (heldBytes) and, for non-string data, `wire`, from one serialisation; returns `bytes`.
- */
-export function sizeUp(packet: OutPacket): number {
-  const d = packet.data;
-  if (typeof d === 'string') return (packet.bytes = d.length + 80);
-  try {
-    const json = JSON.stringify(d) ?? '';
-    packet.wire = Buffer.byteLength(json);
-    return (packet.bytes = json.length * 2 + 80);
-  } catch {
-    return (packet.bytes = 1024);
-  }
-}
-
 /** Refill an app's memory from its spool when fewer than this many packets are left in memory. */
 const REFILL_BELOW = 512;
-
-/** The one PM2 call the outbox needs. `done` must be called once per send, in send order. */
-/**
- * A send's answer. `swapped` (only from the module's own RPC connection, rpc-channel.ts): whether
- * PM2 handed the packet to a worker that a reload in progress had just forked under the pm_id (true)
- * or not (false); undefined when unknown, and the outbox judges from timing.
- */
-export type SendDone = (err: Error | null, swapped?: boolean) => void;
-export type SendFn = (pmId: number, topic: string, data: unknown, done: SendDone) => void;
-
-export interface Counters extends RecordCounters {
-  in: number;
-  out: number;
-  relayed: number;
-  /** Held now, in memory and spooled. */
-  held: number;
-  /** Of `held`, spooled to disk. */
-  spooled: number;
-  dropped: number;
-  malformed: number;
-  sendErrors: number;
-  /** Times sending to a writer paused until it had read its backlog (pacing.ts). */
-  paced: number;
-}
-
-export function newCounters(): Counters {
-  return { in: 0, out: 0, relayed: 0, held: 0, spooled: 0, dropped: 0, malformed: 0, sendErrors: 0, paced: 0, ...newRecordCounters() };
-}
 
 /** One app's log packets waiting for its writer, and what became of the others. */
 interface AppQueue {

@@ -15,7 +15,7 @@
  * `kill -9` (or an app without a SIGINT handler) can take with it.
  */
 import fs from 'node:fs';
-import type { OutPacket } from './outbox';
+import type { OutPacket } from '../shared/packet';
 
 /** Linux's default socket send buffer (net.core.wmem_default), where it cannot be read. */
 const WMEM_DEFAULT = 212992;

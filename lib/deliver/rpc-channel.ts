@@ -13,7 +13,7 @@
  */
 import net from 'node:net';
 import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswerOf } from './rpc-frames';
-import type { SendDone } from './outbox';
+import type { SendDone } from '../shared/packet';
 
 export interface RpcChannel {
   /** false once the connection has closed: use PM2's client instead. */

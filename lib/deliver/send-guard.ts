@@ -29,10 +29,10 @@
  * The cost is a round trip through the bus per send; the figures are in the README.
  */
 import type { BusHandlers, Pm2Client } from '../intake/pm2-client';
-import type { SendDone, SendFn } from './outbox';
+import type { SendDone, SendFn } from '../shared/packet';
+import { realTimers, type Timers } from '../shared/clock';
+import { FENCE_TOPIC } from '../shared/protocol';
 
-/** The topic of the guard's own fence packets; never relayed. */
-export const FENCE_TOPIC = 'pm2-scoped-intercom:fence';
 
 /** What a failed IPC write to a worker looks like in PM2's log (Node's error stacks). */
 const CHANNEL_ERROR = /ERR_IPC_CHANNEL_CLOSED|Channel closed|EPIPE|ECONNRESET|ENOTCONN|ERR_IPC_DISCONNECTED/;
@@ -46,15 +46,10 @@ const STARTING = /App \[(.*):(\d+)\] starting in -(?:cluster|fork) mode-/;
 /** A fence not back by then is posted again (the bus may have reconnected and lost it). */
 export const FENCE_RETRY_MS = 2000;
 
-export interface GuardTimers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
 export interface SendGuardOptions {
   /** Posts a packet through this process's own IPC channel (`process.send`). */
   post(packet: { topic: string; data: { nonce: string } }): void;
-  timers?: GuardTimers;
+  timers?: Timers;
   /** Distinguishes this run's fences from an earlier run's. */
   runId?: string;
 }
@@ -84,7 +79,7 @@ export interface SendGuardStats {
  * subscription keeps the guard informed (fences, PM2's error lines, exits).
  */
 export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client & { guard: () => SendGuardStats } {
-  const timers: GuardTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
+  const timers: Timers = opts.timers ?? realTimers;
   const runId = opts.runId ?? `${process.pid}-${Date.now().toString(36)}`;
   const queue: Pending[] = [];
   /** pm_ids whose channel closed: sent nothing until PM2 says it handled the exit. */

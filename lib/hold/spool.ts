@@ -14,7 +14,7 @@
  */
 import nodeFs from 'node:fs';
 import path from 'node:path';
-import type { OutPacket } from '../deliver/outbox';
+import type { OutPacket } from '../shared/packet';
 
 /** The file format of a segment; a newer module reads older ones, an unknown one is set aside. */
 export const SPOOL_FORMAT = 1;

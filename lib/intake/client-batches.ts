@@ -14,10 +14,8 @@
  * The client sends batches only to a module whose installed package.json says
  * `pm2ScopedIntercom.batch >= 1` (see client/index.ts moduleBatchFormat).
  */
-import { CLIENT_LOG_TOPIC } from './router';
-
-/** The newest batch format this module knows (package.json `pm2ScopedIntercom.batch`). */
-export const BATCH_FORMAT = 1;
+import type { RecordCounters } from '../shared/counters';
+import { CLIENT_LOG_TOPIC } from '../shared/protocol';
 
 export type ClientPacketShape = 'single' | 'batch' | 'unknown';
 
@@ -29,26 +27,6 @@ export function shapeOf(data: unknown): ClientPacketShape {
   if (Array.isArray(d.b)) return 'batch';
   if ('r' in d && d.b === undefined) return 'single';
   return 'unknown';
-}
-
-/** How many log records a packet carries: a batch's length, else 1. O(1). */
-export function recordsOf(packet: { topic: string; data: unknown }): number {
-  if (packet.topic !== CLIENT_LOG_TOPIC) return 1;
-  const b = (packet.data as { b?: unknown } | null)?.b;
-  return Array.isArray(b) ? b.length : 1;
-}
-
-export interface RecordCounters {
-  /** Log records received (a batch counts its records; any other log packet 1). */
-  recordsIn: number;
-  /** Log records delivered to writers (as `out` counts packets). */
-  recordsOut: number;
-  /** Client-topic packets in a shape this version does not know (delivered as they are). */
-  unknownFormat: number;
-}
-
-export function newRecordCounters(): RecordCounters {
-  return { recordsIn: 0, recordsOut: 0, unknownFormat: 0 };
 }
 
 export interface BatchWatchDeps {

@@ -3,12 +3,9 @@
  * No I/O, no clock: the caller delivers, holds or counts.
  */
 import type { Settings } from '../operator/settings';
+import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC } from '../shared/protocol';
 import { appKeyOf, isParkedPmId, numericPmId, type ProcessInfo, type Registry } from '../table/registry';
 
-/** Always routed like a log topic: what the package's own client (`pm2-scoped-intercom/client`) sends. */
-export const CLIENT_LOG_TOPIC = 'pm2-scoped-intercom:log';
-/** A writer's announcement that it listens (the client sends it), like PM2's `process.send('ready')`. */
-export const CLIENT_READY_TOPIC = 'pm2-scoped-intercom:ready';
 
 /** The topics routed to writers: the `log_topics` setting plus the client's own. */
 export function logTopicSet(settings: Settings): ReadonlySet<string> {

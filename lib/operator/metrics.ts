@@ -3,7 +3,7 @@
  * Counters are plain numbers bumped on the hot path; rates are derived here once a second.
  */
 import v8 from 'node:v8';
-import type { Counters } from '../deliver/outbox';
+import type { Counters } from '../shared/counters';
 import type { Relay } from '../relay';
 import { formatStatusTable } from './status';
 

@@ -4,8 +4,8 @@
  * `report_interval`.
  */
 import { formatAppKey } from '../table/registry';
+import type { LogFn } from '../shared/system';
 
-export type LogFn = (line: string) => void;
 
 export class Reporter {
   readonly #log: LogFn;

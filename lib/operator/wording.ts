@@ -8,7 +8,7 @@ import type { Settings } from './settings';
 import type { Election } from '../table/election';
 import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from '../table/registry';
 import type { DropReason } from '../intake/router';
-import type { Vacancy } from '../table/writer-table';
+import type { Vacancy } from '../proc/vacancy';
 
 /** The hold buffer's bounds, as the operator set them. */
 export type Bounds = Pick<Settings, 'buffer_mb' | 'spool_mb'>;

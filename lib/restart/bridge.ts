@@ -21,7 +21,7 @@ import path from 'node:path';
 import { Deque } from '../shared/deque';
 import { files, HANDOVER_FORMAT, markerOf } from './handover';
 import { createPm2Client, loadPm2 } from '../intake/pm2-client';
-import { pm2Home } from './state';
+import { pidAlive, pm2Home } from '../shared/system';
 import { writeJsonAtomic } from './versioned';
 
 const MAX_PACKETS = 500_000;
@@ -39,14 +39,6 @@ const NEW_DAEMON_WAIT_MS = 15_000;
 /** How recent a saved process list must be for a daemon that went away to count as `pm2 update`. */
 const UPDATE_DUMP_MS = 10_000;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Did PM2 save its process list (`pm2 save`, or `pm2 update` before it kills the daemon) just before `at`? */
 function justSaved(dumpFile: string, at: number, withinMs = UPDATE_DUMP_MS): boolean {
@@ -142,9 +134,9 @@ function main(): void {
   // daemon (bounded), let the bus connect to it, and hand those lines to the new module as after
   // any module restart.
   const watch = setInterval(() => {
-    if (!alive(daemonPid)) {
+    if (!pidAlive(daemonPid)) {
       const next = daemonPidNow();
-      if (next > 0 && next !== daemonPid && alive(next)) {
+      if (next > 0 && next !== daemonPid && pidAlive(next)) {
         daemonPid = next;
         goneSince = 0;
       } else if (goneSince === 0) {

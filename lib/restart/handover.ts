@@ -15,6 +15,8 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { MARKER_TOPIC } from '../shared/protocol';
+import { pidAlive, type LogFn } from '../shared/system';
 import { FORMAT, readVersioned } from './versioned';
 
 /**
@@ -29,7 +31,6 @@ const HANDOVER_WAIT_MS = 3000;
 /** The format of handover files (see versioned.ts). */
 export const HANDOVER_FORMAT = FORMAT;
 
-export const MARKER_TOPIC = 'pm2-scoped-intercom:marker';
 
 export interface Marker {
   kind: 'stop' | 'start';
@@ -75,7 +76,7 @@ export function readBridge(dir: string): BridgeInfo | undefined {
   try {
     const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
     if (typeof info.pid !== 'number' || typeof info.nonce !== 'string') return undefined;
-    process.kill(info.pid, 0);
+    if (!pidAlive(info.pid)) return undefined;
     return { pid: info.pid, nonce: info.nonce, dir: typeof info.dir === 'string' ? info.dir : dir };
   } catch {
     return undefined;
@@ -186,7 +187,6 @@ export class StopGate {
   }
 }
 
-type LogFn = (line: string) => void;
 
 export interface HandoverOptions {
   /** The state folder (where bridges announce themselves and leave their handover files). */

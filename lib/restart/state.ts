@@ -7,18 +7,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Settings } from '../operator/settings';
-import type { OutPacket } from '../deliver/outbox';
+import type { OutPacket } from '../shared/packet';
+import { pm2Home } from '../shared/system';
 import { FORMAT, readVersioned, writeJsonAtomic } from './versioned';
 
 export interface SavedState {
   settings?: Partial<Settings>;
   instanceVars?: Record<string, string>;
   held?: Record<string, OutPacket[]>;
-}
-
-/** PM2's home folder, as PM2 itself finds it. */
-export function pm2Home(env: NodeJS.ProcessEnv = process.env): string {
-  return env.PM2_HOME || path.join(env.HOME || os.homedir(), '.pm2');
 }
 
 /**

@@ -6,6 +6,8 @@
  * Pure: it is fed pm2_env-like records and a clock value, it never calls PM2 itself.
  */
 
+import { toNumber } from '../shared/system';
+
 export const DEFAULT_INSTANCE_VAR = 'NODE_APP_INSTANCE';
 
 /** The fields of a pm2_env (as in `pm2.list()[i].pm2_env` or a bus `process:event`) we read. */
@@ -72,12 +74,6 @@ export function splitAppKey(key: string): { namespace: string; name: string } {
 export function formatAppKey(key: string): string {
   const { namespace, name } = splitAppKey(key);
   return `${name} (namespace ${namespace})`;
-}
-
-function toNumber(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isFinite(value)) return value;
-  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) return Number(value);
-  return undefined;
 }
 
 /** Only numeric ids are live processes; `_old_<id>` is a worker parked by `pm2 reload`. */

@@ -9,14 +9,12 @@ import type { Timers } from '../shared/clock';
 import type { Settings } from '../operator/settings';
 import { electWriter, type Election } from './election';
 import type { Liveness } from '../proc/liveness';
+import type { Vacancy } from '../proc/vacancy';
 import * as say from '../operator/wording';
 import type { Newcomers } from '../proc/forks';
 import type { AppInfo, ProcessInfo, Registry } from './registry';
 import type { Reporter } from '../operator/reporter';
 import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
-
-/** Why a pm_id must not be sent to now: its process is dying or gone, or PM2 put a new one under it. */
-export type Vacancy = { kind: 'exited'; pid: number } | { kind: 'replaced'; pid: number; newPid: number };
 
 /** What the outbox asks the writer table: may I send to this target, and did it change? */
 export interface SendGate {

@@ -9,7 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { approxSize, LOG_TOPIC, moduleBatchFormat, openChannel, type ProcessLike } from '../../client/index';
-import { BatchWatch, newRecordCounters, recordsOf, shapeOf } from '../../lib/intake/client-batches';
+import { BatchWatch, shapeOf } from '../../lib/intake/client-batches';
+import type { RecordCounters } from '../../lib/shared/counters';
+import { recordsOf } from '../../lib/shared/protocol';
+
+const newRecordCounters = (): RecordCounters => ({ recordsIn: 0, recordsOut: 0, unknownFormat: 0 });
 import { IntercomDestination } from '../../client/pino';
 import { FakeAppProcess } from './fakes';
 

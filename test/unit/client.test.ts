@@ -11,7 +11,7 @@ import path from 'node:path';
 import pino from 'pino';
 import winston from 'winston';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC } from '../../lib/intake/router';
+import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC } from '../../lib/shared/protocol';
 import { announceReady, detect, isWriter, jsonSafe, LOG_TOPIC, openChannel, READY_TOPIC, type ProcessLike } from '../../client/index';
 import { fromWire, IntercomTransport, toWire } from '../../client/winston';
 import { IntercomDestination, intercomDestination } from '../../client/pino';

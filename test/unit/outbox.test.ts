@@ -5,8 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { pipeCost } from '../../lib/deliver/pacing';
-import { newCounters, Outbox, sizeUp, type OutPacket } from '../../lib/deliver/outbox';
-import type { SendGate, Vacancy } from '../../lib/table/writer-table';
+import { Outbox } from '../../lib/deliver/outbox';
+import { newCounters } from '../../lib/shared/counters';
+import { sizeUp, type OutPacket } from '../../lib/shared/packet';
+import type { Vacancy } from '../../lib/proc/vacancy';
+import type { SendGate } from '../../lib/table/writer-table';
 import { FakeTimers } from './fakes';
 
 function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?: number } = {}) {

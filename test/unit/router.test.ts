@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../lib/operator/settings';
 import { appKeyOf, Registry } from '../../lib/table/registry';
-import { CLIENT_LOG_TOPIC, logTopicSet, route } from '../../lib/intake/router';
+import { logTopicSet, route } from '../../lib/intake/router';
+import { CLIENT_LOG_TOPIC } from '../../lib/shared/protocol';
 import { cluster, env } from './fakes';
 
 function setup(over: Partial<Settings> = {}) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { FENCE_RETRY_MS, FENCE_TOPIC, guardSends } from '../../lib/deliver/send-guard';
+import { FENCE_RETRY_MS, guardSends } from '../../lib/deliver/send-guard';
+import { FENCE_TOPIC } from '../../lib/shared/protocol';
 import { FakeClient, FakeTimers } from './fakes';
 
 const CLOSED = 'Error [ERR_IPC_CHANNEL_CLOSED]: Channel closed\n    at target.send (node:internal/child_process:753:16)\n    at God.sendDataToProcessId\n';

@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { newCounters, Outbox, type OutPacket } from '../../lib/deliver/outbox';
+import { Outbox } from '../../lib/deliver/outbox';
+import { newCounters } from '../../lib/shared/counters';
+import type { OutPacket } from '../../lib/shared/packet';
 import { Spool, type SpoolFs } from '../../lib/hold/spool';
 
 const dirs: string[] = [];
