@@ -12,6 +12,8 @@ import { procLiveness, type Liveness } from './proc/liveness';
 import * as say from './operator/wording';
 import { daemonChildren, type Newcomers } from './proc/forks';
 import { Outbox } from './deliver/outbox';
+import { HoldBuffer } from './hold/hold-buffer';
+import { sayHoldEvents, sayOutboxEvents, sayWriterEvents, type Listener } from './operator/announcements';
 import { newCounters, type Counters } from './shared/counters';
 import type { OutPacket } from './shared/packet';
 import type { Pm2Client } from './intake/pm2-client';
@@ -19,7 +21,7 @@ import { Registry, splitAppKey, type Pm2Env, type TableChange } from './table/re
 import type { Reporter } from './operator/reporter';
 import { logTopicSet, route, type DropReason } from './intake/router';
 import type { Spool } from './hold/spool';
-import { byApp, statusRow, type AppStatus } from './operator/status';
+import { statusRows, type AppStatus } from './operator/status';
 import type { WriterFiles } from './table/writer-files';
 import { Writers } from './table/writer-table';
 
@@ -58,6 +60,7 @@ export class Relay {
   readonly counters: Counters = newCounters();
   readonly registry: Registry;
   readonly writers: Writers;
+  readonly hold: HoldBuffer;
   readonly outbox: Outbox;
   readonly #client: Pm2Client;
   readonly #settings: Settings;
@@ -93,40 +96,36 @@ export class Relay {
       globalInstanceVar: opts.globalInstanceVar,
       knownInstanceVars: opts.knownInstanceVars,
     });
+    const listener: Listener = {
+      reporter: this.#reporter,
+      settings: opts.settings,
+      spool: opts.spool,
+      whyNoWriter: (key) => this.writers.whyNoWriter(key),
+      holds: (key) => this.hold.has(key),
+    };
+    this.hold = new HoldBuffer({ bufferBytes: opts.settings.buffer_mb * 1048576, spool: opts.spool, counters: this.counters, events: sayHoldEvents(listener) });
     this.writers = new Writers({
       registry: this.registry,
       settings: opts.settings,
-      reporter: opts.reporter,
+      events: { ...sayWriterEvents(listener), reconcileSoon: (ms) => this.scheduleReconcile(ms), changed: (key) => this.outbox.pump(key) },
       timers: this.#timers,
       now: this.#now,
       liveness: opts.liveness ?? procLiveness(),
       newcomers: opts.newcomers ?? daemonChildren(),
-      reconcileSoon: (ms) => this.scheduleReconcile(ms),
       files: opts.writerFiles,
     });
     this.outbox = new Outbox({
       send: opts.client.send,
       writers: this.writers,
-      events: {
-        overflow: (appKey, n, why) => {
-          const bound = say.overflowBound(why, this.#settings, this.#spool?.failure);
-          this.#reporter.count(say.droppedBufferFull(appKey, bound), n);
-          this.#reporter.diagnose(appKey, 'buffer-full', () => say.bufferFull(bound, this.writers.whyNoWriter(appKey)));
-        },
-        spooling: (appKey) => this.#reporter.info(say.spooling(appKey, this.#settings, this.#spool?.dir)),
-        flushing: (appKey, n, writer) => this.#reporter.info(say.deliveringHeld(appKey, n, writer)),
-        replayed: (pmId, n) => this.#reporter.count(say.sentAgain(pmId), n),
-      },
+      hold: this.hold,
+      events: { ...sayOutboxEvents(listener), vacated: (pmId, v) => this.writers.vacated(pmId, v), refused: (pmId, err) => this.writers.refused(pmId, err) },
       now: this.#now,
       preciseNow: opts.preciseNow,
       counters: this.counters,
-      bufferBytes: opts.settings.buffer_mb * 1048576,
-      spool: opts.spool,
       maxInflight: opts.settings.max_inflight,
       unreadBudget: opts.unreadBudget,
       timers: this.#timers,
     });
-    this.writers.deliverTo(this.outbox);
   }
 
   /**
@@ -146,7 +145,7 @@ export class Relay {
     const envs = await this.#client.list();
     this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
     if (opts.spool) this.#restore(opts.spool);
-    this.outbox.adoptSpool(
+    this.hold.adoptSpool(
       (key) => this.registry.app(key) !== undefined,
       (key, n) => this.#reporter.warn(say.goneSpooled(key, n)),
     );
@@ -249,7 +248,7 @@ export class Relay {
   tick(): void {
     const now = this.#now();
     this.#spool?.flush();
-    for (const key of this.outbox.appKeys()) {
+    for (const key of this.hold.appKeys()) {
       this.writers.learnFiles(key);
       const { heldSince, held } = this.outbox.stats(key)!;
       if (heldSince !== 0 && now - heldSince >= HELD_WARN_AFTER_MS && held > 0) {
@@ -261,7 +260,7 @@ export class Relay {
   /** Drop one app's held packets (operator action). Returns how many, or undefined if unknown. */
   dropHeld(appName: string): number | undefined {
     let n: number | undefined;
-    for (const key of [...this.outbox.appKeys()]) {
+    for (const key of [...this.hold.appKeys()]) {
       if (key === appName || splitAppKey(key).name === appName) n = (n ?? 0) + this.outbox.dropApp(key);
     }
     return n;
@@ -280,21 +279,11 @@ export class Relay {
   /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk). */
   heldPackets(): Record<string, OutPacket[]> {
     this.#spool?.close();
-    return this.outbox.takeMemoryHeld();
+    return this.hold.takeMemoryHeld();
   }
 
   status(): AppStatus[] {
-    const rows: AppStatus[] = [];
-    const keys = new Set<string>([...[...this.registry.apps()].map((a) => a.key), ...this.outbox.appKeys()]);
-    for (const key of keys) {
-      const app = this.registry.app(key);
-      const procs = app ? this.registry.processesOf(app) : [];
-      if (procs.length > 0 && procs.every((p) => p.isModule)) continue;
-      const e = this.writers.elect(key) ?? { claimants: [] };
-      const delivery = this.outbox.stats(key) ?? { held: this.outbox.held(key), inflight: 0, forwarded: 0, dropped: 0 };
-      rows.push(statusRow(key, app, procs, e, delivery, this.#reporter.lastProblem(key)));
-    }
-    return rows.sort(byApp);
+    return statusRows(this.registry, this.writers, this.hold, this.outbox, this.#reporter);
   }
 
   appsWithoutWriter(): number {
@@ -322,7 +311,7 @@ export class Relay {
         continue;
       }
       const good = packets.filter((p) => p && typeof p.topic === 'string' && p.data !== undefined);
-      this.outbox.restore(key, good);
+      this.hold.restore(key, good);
       n += good.length;
     }
     if (n > 0) this.#reporter.info(say.restoredHeld(n));

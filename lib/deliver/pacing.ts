@@ -15,6 +15,8 @@
  * `kill -9` (or an app without a SIGINT handler) can take with it.
  */
 import fs from 'node:fs';
+import type { Timers } from '../shared/clock';
+import type { Counters } from '../shared/counters';
 import type { OutPacket } from '../shared/packet';
 
 /** Linux's default socket send buffer (net.core.wmem_default), where it cannot be read. */
@@ -86,5 +88,62 @@ export class Backlog {
   /** The writer was seen idle: it has read everything PM2 had written for it. */
   caughtUp(): void {
     this.unread = this.#unanswered;
+  }
+}
+
+/**
+ * One writer's pacing: its unread backlog, and the short wait (a millisecond, then try again)
+ * while it is at the bound and has not been seen idle since.
+ */
+export class Pacer {
+  readonly #backlog = new Backlog();
+  readonly #budget: number;
+  readonly #timers: Timers;
+  readonly #counters: Pick<Counters, 'paced'>;
+  #timer: unknown = undefined;
+
+  /** `budget`: the unread bound in bytes as `pipeCost` counts them (0: unbounded, no pacing). */
+  constructor(budget: number, timers: Timers, counters: Pick<Counters, 'paced'>) {
+    this.#budget = budget;
+    this.#timers = timers;
+    this.#counters = counters;
+  }
+
+  /** What a packet costs against the bound (0 when unbounded: nothing is counted). */
+  costOf(packet: OutPacket): number {
+    return this.#budget > 0 ? pipeCost(packet) : 0;
+  }
+
+  /**
+   * May a packet of this cost go now? If not, and the writer is not idle now (`caughtUp`), `retry`
+   * runs a millisecond later (once, however many ask meanwhile).
+   */
+  roomFor(cost: number, caughtUp: () => boolean, retry: () => void): boolean {
+    if (cost === 0 || this.#backlog.hasRoom(cost, this.#budget)) return true;
+    if (caughtUp()) {
+      this.#backlog.caughtUp();
+      if (this.#backlog.hasRoom(cost, this.#budget)) return true;
+    }
+    if (this.#timer === undefined) {
+      this.#counters.paced++;
+      this.#timer = this.#timers.setTimeout(() => {
+        this.#timer = undefined;
+        retry();
+      }, 1);
+    }
+    return false;
+  }
+
+  sent(cost: number): void {
+    if (cost > 0) this.#backlog.sent(cost);
+  }
+
+  answered(cost: number, written: boolean): void {
+    if (cost > 0) this.#backlog.answered(cost, written);
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) this.#timers.clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }

@@ -57,7 +57,7 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'records out/s', value: () => meter.rates.recordsOutPerSec });
   probe.metric({ name: 'held now', value: () => c.held });
   probe.metric({ name: 'spooled now', value: () => c.spooled });
-  probe.metric({ name: 'held in memory', value: () => Math.round(relay.outbox.heldBytes / 104857.6) / 10, unit: 'MB' });
+  probe.metric({ name: 'held in memory', value: () => Math.round(relay.hold.bytes / 104857.6) / 10, unit: 'MB' });
   probe.metric({ name: 'dropped total', value: () => c.dropped });
   probe.metric({ name: 'malformed total', value: () => c.malformed });
   // Sending paused until a writer had read what it was handed (pacing.ts).
@@ -102,7 +102,7 @@ export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
     safe(() => {
       const apps = deps.relay.status();
       deps.log(`status:\n${formatStatusTable(apps)}`);
-      const memory = { ...memoryNow(), heldInMemory: deps.relay.outbox.heldBytes };
+      const memory = { ...memoryNow(), heldInMemory: deps.relay.hold.bytes };
       return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, memory, apps };
     }),
   );

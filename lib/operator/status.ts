@@ -2,8 +2,12 @@
  * The status rows (`pm2 trigger pm2-scoped-intercom status`): one per app the table or the outbox
  * knows, as JSON for programs and as a fixed-width table for people.
  */
+import type { Outbox } from '../deliver/outbox';
+import type { HoldBuffer } from '../hold/hold-buffer';
 import type { Election } from '../table/election';
-import { DEFAULT_INSTANCE_VAR, splitAppKey, type AppInfo, type ProcessInfo } from '../table/registry';
+import { DEFAULT_INSTANCE_VAR, splitAppKey, type AppInfo, type ProcessInfo, type Registry } from '../table/registry';
+import type { Writers } from '../table/writer-table';
+import type { Reporter } from './reporter';
 
 export interface AppStatus {
   namespace: string;
@@ -77,4 +81,19 @@ export function formatStatusTable(rows: AppStatus[]): string {
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   return [head, ...body].map((cols) => cols.map((col, i) => col.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+/** A row per app the table or the outbox knows (module-only apps left out), sorted by name. */
+export function statusRows(registry: Registry, writers: Writers, hold: HoldBuffer, outbox: Outbox, reporter: Pick<Reporter, 'lastProblem'>): AppStatus[] {
+  const rows: AppStatus[] = [];
+  const keys = new Set<string>([...[...registry.apps()].map((a) => a.key), ...hold.appKeys()]);
+  for (const key of keys) {
+    const app = registry.app(key);
+    const procs = app ? registry.processesOf(app) : [];
+    if (procs.length > 0 && procs.every((p) => p.isModule)) continue;
+    const e = writers.elect(key) ?? { claimants: [] };
+    const delivery = outbox.stats(key) ?? { held: hold.held(key), inflight: 0, forwarded: 0, dropped: 0 };
+    rows.push(statusRow(key, app, procs, e, delivery, reporter.lastProblem(key)));
+  }
+  return rows.sort(byApp);
 }

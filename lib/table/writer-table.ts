@@ -1,9 +1,9 @@
 /**
  * The writer table: which process each app's log packets go to now, and whether a process may be
  * sent to at all. It caches each app's elected writer (the hot path reads it), arms a timer for a
- * writer that becomes ready later, says when an app's writer changes, and has the outbox send what
- * waits whenever it does. Before every send the outbox asks it whether the target is still the
- * process we know: the liveness and newcomers checks (/proc) are made here and nowhere else.
+ * writer that becomes ready later, and announces every change (`WriterEvents`): it never calls the
+ * outbox, the reporter or the relay. Before every send the outbox asks it (`SendGate`) whether the
+ * target is still the process we know: the /proc checks (liveness, forks) are made here and nowhere else.
  */
 import type { Timers } from '../shared/clock';
 import type { Settings } from '../operator/settings';
@@ -13,7 +13,6 @@ import type { Vacancy } from '../proc/vacancy';
 import * as say from '../operator/wording';
 import type { Newcomers } from '../proc/forks';
 import type { AppInfo, ProcessInfo, Registry } from './registry';
-import type { Reporter } from '../operator/reporter';
 import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
 
 /** What the outbox asks the writer table: may I send to this target, and did it change? */
@@ -34,30 +33,32 @@ export interface SendGate {
    * event loop now, so it has read everything PM2 wrote into its pipe before?
    */
   caughtUp(pmId: number): boolean;
-  /** A target was found vacated before a send: nothing more goes to it; its app's packets wait. */
-  vacated(pmId: number, v: Vacancy): void;
-  /** PM2 refused a send to this process: nothing more goes to it; its app's packets wait. */
-  refused(pmId: number, err: Error): void;
 }
 
-/** What the writer table drives in the outbox. */
-export interface Delivery {
-  /** Something changed for the app: send what can go. */
-  pump(appKey: string): void;
-  /** Whether the outbox has ever had packets for the app. */
-  has(appKey: string): boolean;
+/** What the writer table announces; the relay acts on it and words it. */
+export interface WriterEvents {
+  /** The app's ready writer changed; `elected`: the process elected (perhaps not ready yet), if any. */
+  writerElected(appKey: string, elected: ProcessInfo | undefined): void;
+  /** Several online processes claim the writer's instance number. */
+  duplicateWriter(appKey: string, claimants: readonly ProcessInfo[]): void;
+  /** The writer had not opened the app's files `waitedMs` after it came online: it is taken anyway. */
+  writerWithoutFiles(appKey: string, writer: ProcessInfo, files: readonly string[], waitedMs: number): void;
+  /** A process was taken out of service: found vacated before a send, or PM2 refused a send (its message). */
+  outOfService(pmId: number, why: { vacancy: Vacancy } | { refused: string }): void;
+  /** Read `pm2 list` again in `ms` (coalesced). */
+  reconcileSoon(ms: number): void;
+  /** Something changed for the app (its writer came, went, or became ready): send what can go. */
+  changed(appKey: string): void;
 }
 
 export interface WritersOptions {
   registry: Registry;
-  settings: Pick<Settings, 'writer_instance' | 'buffer_mb' | 'spool_mb'>;
-  reporter: Pick<Reporter, 'info' | 'count' | 'diagnose'>;
+  settings: Pick<Settings, 'writer_instance'>;
+  events: WriterEvents;
   timers: Timers;
   now(): number;
   liveness: Liveness;
   newcomers: Newcomers;
-  /** Re-read `pm2 list` in `ms` (coalesced): after a process is taken out of service. */
-  reconcileSoon(ms: number): void;
   /** Each app's writer-only files, so a new writer is waited for until it opens one. */
   files?: WriterFiles;
 }
@@ -68,33 +69,25 @@ const FILES_POLL_MS = 100;
 export class Writers implements SendGate {
   readonly #registry: Registry;
   readonly #settings: WritersOptions['settings'];
-  readonly #reporter: WritersOptions['reporter'];
+  readonly #events: WriterEvents;
   readonly #timers: Timers;
   readonly #now: () => number;
   readonly #liveness: Liveness;
   readonly #newcomers: Newcomers;
-  readonly #reconcileSoon: (ms: number) => void;
   readonly #files: WriterFiles;
   /** The ready writer of each app, recomputed on every table change (the hot path reads it). */
   readonly #writer = new Map<string, number | undefined>();
   readonly #readyTimers = new Map<string, unknown>();
-  #delivery: Delivery = { pump: () => {}, has: () => false };
 
   constructor(opts: WritersOptions) {
     this.#registry = opts.registry;
     this.#settings = opts.settings;
-    this.#reporter = opts.reporter;
+    this.#events = opts.events;
     this.#timers = opts.timers;
     this.#now = opts.now;
     this.#liveness = opts.liveness;
     this.#newcomers = opts.newcomers;
-    this.#reconcileSoon = opts.reconcileSoon;
     this.#files = opts.files ?? noWriterFiles();
-  }
-
-  /** The outbox whose packets wait for these writers (it asks this table before every send). */
-  deliverTo(delivery: Delivery): void {
-    this.#delivery = delivery;
   }
 
   writerOf(appKey: string): number | undefined {
@@ -132,26 +125,28 @@ export class Writers implements SendGate {
 
   // --- out of service ---
 
+  /** The outbox found this process vacated before a send. */
   vacated(pmId: number, v: Vacancy): void {
     // A replacement says `online` soon, and the list tells its pid meanwhile; an exit is read
     // after PM2 has handled it.
-    this.#outOfService(pmId, say.sendsStopped(pmId, say.vacancy(v)), v.kind === 'exited' ? 1000 : 200);
+    this.#outOfService(pmId, { vacancy: v }, v.kind === 'exited' ? 1000 : 200);
   }
 
+  /** PM2 refused a send to this process. */
   refused(pmId: number, err: Error): void {
     const msg = err && err.message ? err.message : String(err);
-    this.#outOfService(pmId, say.sendsRefused(msg), /unknown/.test(msg) ? 0 : 1000);
+    this.#outOfService(pmId, { refused: msg }, /unknown/.test(msg) ? 0 : 1000);
   }
 
   /** Nothing more goes to this process until PM2 says it is online again; its app's packets wait. */
-  #outOfService(pmId: number, countLine: string, reconcileInMs: number): void {
+  #outOfService(pmId: number, why: { vacancy: Vacancy } | { refused: string }, reconcileInMs: number): void {
     // Last chance to learn the app's files from the writer that goes (alive in a reload, parked
     // by PM2; still open at PM2's "Stopping app" line), before its successor is judged by them.
     const going = this.#registry.process(pmId);
     if (going !== undefined && this.#writer.get(going.appKey) === pmId) this.learnFiles(going.appKey);
     const proc = this.#registry.markUnreachable(pmId);
-    this.#reporter.count(countLine);
-    this.#reconcileSoon(reconcileInMs);
+    this.#events.outOfService(pmId, why);
+    this.#events.reconcileSoon(reconcileInMs);
     if (proc) this.update(proc.appKey);
   }
 
@@ -185,15 +180,9 @@ export class Writers implements SendGate {
         }, Math.max(0, recheckAt - this.#now())),
       );
     }
-    const uses = this.#delivery.has(appKey);
-    if (before !== writer && (had || writer !== undefined)) {
-      if (e.writer !== undefined) this.#reporter.info(say.writerIs(appKey, e.writer));
-      else if (uses) this.#reporter.info(say.holdingNoWriter(appKey, this.#settings));
-    }
-    if (e.claimants.length > 1 && uses) {
-      this.#reporter.diagnose(appKey, 'duplicate-writer', () => say.duplicateWriter(e.claimants, this.#settings.writer_instance));
-    }
-    this.#delivery.pump(appKey);
+    if (before !== writer && (had || writer !== undefined)) this.#events.writerElected(appKey, e.writer);
+    if (e.claimants.length > 1) this.#events.duplicateWriter(appKey, e.claimants);
+    this.#events.changed(appKey);
   }
 
   /**
@@ -209,7 +198,7 @@ export class Writers implements SendGate {
     if (opened !== false) return false;
     const waited = this.#now() - p.onlineSince;
     if (waited < FILES_WAIT_MS) return true;
-    this.#reporter.diagnose(appKey, 'files', () => say.writerWithoutFiles(p, this.#files.filesOf(appKey) ?? [], waited));
+    this.#events.writerWithoutFiles(appKey, p, this.#files.filesOf(appKey) ?? [], waited);
     return false;
   }
 

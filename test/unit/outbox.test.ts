@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { pipeCost } from '../../lib/deliver/pacing';
 import { Outbox } from '../../lib/deliver/outbox';
+import { HoldBuffer } from '../../lib/hold/hold-buffer';
 import { newCounters } from '../../lib/shared/counters';
 import { sizeUp, type OutPacket } from '../../lib/shared/packet';
 import type { Vacancy } from '../../lib/proc/vacancy';
@@ -29,24 +30,24 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
       idle.asked++;
       return idle.now;
     },
-    vacated: (pmId, v) => calls.push(`vacated ${pmId} ${v.kind}`),
-    refused: (pmId, err) => calls.push(`refused ${pmId} ${err.message}`),
   };
   const pending: { pmId: number; topic: string; data: unknown; done: (err: Error | null) => void }[] = [];
   const delivered: { pmId: number; data: unknown }[] = [];
   const counters = newCounters();
+  const hold = new HoldBuffer({ bufferBytes: opts.bufferBytes ?? 1 << 20, counters, events: { overflow: (key, n, why) => calls.push(`overflow ${key} ${n} ${why}`) } });
   const outbox = new Outbox({
     send: (pmId, topic, data, done) => pending.push({ pmId, topic, data, done }),
     writers: gate,
     events: {
-      overflow: (key, n, why) => calls.push(`overflow ${key} ${n} ${why}`),
       flushing: (key, n, w) => calls.push(`flushing ${key} ${n} to ${w}`),
       replayed: (pmId, n) => calls.push(`replayed ${pmId} ${n}`),
+      vacated: (pmId, v) => calls.push(`vacated ${pmId} ${v.kind}`),
+      refused: (pmId, err) => calls.push(`refused ${pmId} ${err.message}`),
     },
     now: () => Math.floor(clock),
     preciseNow: () => clock,
     counters,
-    bufferBytes: opts.bufferBytes ?? 1 << 20,
+    hold,
     maxInflight: opts.maxInflight ?? 1,
     unreadBudget: opts.unreadBudget,
     timers,
@@ -66,17 +67,17 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
     for (let i = from; i < to; i++) outbox.pushLog(key, { topic: 'log4js:message', data: `${key}-${i}` } as OutPacket);
   };
   const tick = (ms: number) => (clock += ms);
-  return { outbox, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick, idle, timers };
+  return { outbox, hold, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick, idle, timers };
 }
 
 const seq = (key: string, from: number, to: number) => Array.from({ length: to - from }, (_, i) => `${key}-${from + i}`);
 
 describe('Outbox', () => {
   it('holds while an app has no writer, then delivers in order with at most maxInflight out', () => {
-    const { outbox, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 2 });
+    const { outbox, hold, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 2 });
     log('web', 0, 5);
     expect(pending).toHaveLength(0);
-    expect(outbox.held('web')).toBe(5);
+    expect(hold.held('web')).toBe(5);
     expect(outbox.stats('web')!.heldSince).toBeGreaterThan(0);
     writer.set('web', 3);
     outbox.pump('web');
@@ -93,7 +94,7 @@ describe('Outbox', () => {
   });
 
   it('a refused send goes back to the front; the target is refused once and gets nothing more', () => {
-    const { outbox, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 3 });
+    const { outbox, hold, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 3 });
     writer.set('web', 0);
     log('web', 0, 6);
     answer(1); // web-0 delivered, web-3 goes out
@@ -110,7 +111,7 @@ describe('Outbox', () => {
   });
 
   it('asks before every send: a vacated target is sent nothing, said once, and its relays dropped', () => {
-    const { outbox, writer, vacancy, calls, pending, counters, answerAll, log } = setup();
+    const { outbox, hold, writer, vacancy, calls, pending, counters, answerAll, log } = setup();
     writer.set('web', 0);
     log('web', 0, 1);
     outbox.pushRelay([0], 'chat', 'hello'); // waits for the free slot
@@ -123,7 +124,7 @@ describe('Outbox', () => {
   });
 
   it('a new generation under the writer\'s pm_id: what PM2 accepted after its stamp is sent again, first', () => {
-    const { outbox, writer, generation, calls, delivered, counters, answerAll, log, tick } = setup();
+    const { outbox, hold, writer, generation, calls, delivered, counters, answerAll, log, tick } = setup();
     writer.set('web', 0);
     log('web', 0, 2);
     answerAll();
@@ -143,7 +144,7 @@ describe('Outbox', () => {
 
   it('the sends in flight at a reload\'s swap: the probe\'s word decides, not when the answer was read', () => {
     for (const probe of [true, false]) {
-      const { outbox, writer, generation, calls, pending, delivered, counters, log, tick } = setup({ maxInflight: 2 });
+      const { outbox, hold, writer, generation, calls, pending, delivered, counters, log, tick } = setup({ maxInflight: 2 });
       writer.set('web', 0);
       log('web', 0, 2); // both written before the stamp
       tick(1);
@@ -167,7 +168,7 @@ describe('Outbox', () => {
   });
 
   it('a target found dying is not judged against the next generation (kill -9: never sent twice)', () => {
-    const { outbox, writer, vacancy, calls, counters, answerAll, log, tick } = setup();
+    const { outbox, hold, writer, vacancy, calls, counters, answerAll, log, tick } = setup();
     writer.set('web', 0);
     log('web', 0, 1);
     tick(5);
@@ -181,18 +182,18 @@ describe('Outbox', () => {
   });
 
   it('stopped (shutdown): an answer that comes later sends nothing more, so what is saved is what is held', () => {
-    const { outbox, writer, pending, counters, answer, log } = setup();
+    const { outbox, hold, writer, pending, counters, answer, log } = setup();
     writer.set('web', 0);
     log('web', 0, 3); // web-0 in flight, web-1 and web-2 held
     outbox.stop();
     answer(1); // web-0 answered after the stop
     expect(pending).toHaveLength(0);
     expect(counters).toMatchObject({ out: 1 });
-    expect(outbox.takeMemoryHeld()).toEqual({ web: seq('web', 1, 3).map((data) => ({ topic: 'log4js:message', data })) });
+    expect(hold.takeMemoryHeld()).toEqual({ web: seq('web', 1, 3).map((data) => ({ topic: 'log4js:message', data })) });
   });
 
   it('relays go out per target, a fresh object each, and are never held', () => {
-    const { outbox, pending, counters, answerAll } = setup();
+    const { outbox, hold, pending, counters, answerAll } = setup();
     const data = { n: 1 };
     outbox.pushRelay([4, 5], 'chat', data);
     expect(pending.map((p) => [p.pmId, p.topic, p.data])).toEqual([
@@ -201,20 +202,20 @@ describe('Outbox', () => {
     ]);
     answerAll();
     expect(counters).toMatchObject({ relayed: 2, held: 0 });
-    expect(outbox.appKeys().next().done).toBe(true);
+    expect(hold.appKeys().next().done).toBe(true);
   });
 
   it('past the memory bound without a spool, the app\'s oldest go; dropApp and takeMemoryHeld empty it', () => {
-    const { outbox, calls, counters, log } = setup({ bufferBytes: 3 * (6 + 80) });
+    const { outbox, hold, calls, counters, log } = setup({ bufferBytes: 3 * (6 + 80) });
     log('web', 0, 5);
     expect(calls).toEqual(['overflow web 1 memory', 'overflow web 1 memory']);
     expect(counters).toMatchObject({ held: 3, dropped: 2 });
-    expect(outbox.takeMemoryHeld()).toEqual({ web: seq('web', 2, 5).map((data) => ({ topic: 'log4js:message', data })) });
-    expect(outbox.heldBytes).toBe(0);
+    expect(hold.takeMemoryHeld()).toEqual({ web: seq('web', 2, 5).map((data) => ({ topic: 'log4js:message', data })) });
+    expect(hold.bytes).toBe(0);
     log('web', 5, 7);
     expect(outbox.dropApp('web')).toBe(2);
     expect(counters).toMatchObject({ held: 0, dropped: 4 });
-    expect(outbox.has('web')).toBe(false);
+    expect(hold.has('web')).toBe(false);
   });
 
   it('a send refused inside the call itself (the send guard) takes the target out of service after one try; nothing is lost', () => {
@@ -222,6 +223,7 @@ describe('Outbox', () => {
     let writer: number | undefined = 1;
     const refused: number[] = [];
     const counters = newCounters();
+    const hold = new HoldBuffer({ bufferBytes: 1 << 20, counters, events: { overflow: () => {} } });
     const outbox = new Outbox({
       send: (_pmId, _topic, _data, done) => {
         tries++;
@@ -234,22 +236,23 @@ describe('Outbox', () => {
         vacancy: () => undefined,
         forkedSince: () => undefined,
         caughtUp: () => true,
+      },
+      events: {
         vacated: () => {},
         refused: (pmId) => {
           refused.push(pmId);
           writer = undefined; // what the writer table does: out of service
         },
       },
-      events: { overflow: () => {} },
       now: () => 0,
       counters,
-      bufferBytes: 1 << 20,
+      hold,
       maxInflight: 1,
     });
     for (let i = 0; i < 5; i++) outbox.pushLog('app', { topic: 'log4js:message', data: `line ${i}` } as OutPacket);
     expect(tries).toBe(1);
     expect(refused).toEqual([1]);
-    expect(outbox.held('app')).toBe(5);
+    expect(hold.held('app')).toBe(5);
     expect(counters.dropped).toBe(0);
   });
 
@@ -257,7 +260,7 @@ describe('Outbox', () => {
     const cost = pipeCost({ topic: 'log4js:message', data: 'web-0' });
 
     it('past the budget, nothing more goes until the writer is seen idle; order is kept and nothing is lost', () => {
-      const { outbox, writer, delivered, counters, answerAll, log, idle, timers } = setup({ unreadBudget: cost * 3 });
+      const { outbox, hold, writer, delivered, counters, answerAll, log, idle, timers } = setup({ unreadBudget: cost * 3 });
       writer.set('web', 1);
       idle.now = false; // the writer is busy: it has not read what it was handed
       log('web', 0, 10);
@@ -286,7 +289,7 @@ describe('Outbox', () => {
     });
 
     it('a packet bigger than the budget goes alone once nothing is unread', () => {
-      const { outbox, writer, delivered, answerAll, idle, timers } = setup({ unreadBudget: cost });
+      const { outbox, hold, writer, delivered, answerAll, idle, timers } = setup({ unreadBudget: cost });
       writer.set('web', 1);
       idle.now = false;
       outbox.pushLog('web', { topic: 'log4js:message', data: 'x'.repeat(10 * cost) });
@@ -314,7 +317,7 @@ describe('Outbox', () => {
     });
 
     it('a refused send frees its room: it was never written', () => {
-      const { outbox, writer, pending, delivered, answer, answerAll, log, idle } = setup({ unreadBudget: cost * 2 });
+      const { outbox, hold, writer, pending, delivered, answer, answerAll, log, idle } = setup({ unreadBudget: cost * 2 });
       writer.set('web', 1);
       idle.now = false;
       log('web', 0, 1);

@@ -258,7 +258,7 @@ describe('Relay', () => {
     // ~256 KB each: four fit in 1 MB.
     for (let i = 0; i < 12; i++) client.msg(1, 'web', { topic: 'log4js:message', data: `${i} ${'x'.repeat(256 * 1024 - 200)}` });
     expect(relay.counters).toMatchObject({ held: 4, dropped: 8 });
-    expect(relay.outbox.heldBytes).toBeLessThanOrEqual(1048576);
+    expect(relay.hold.bytes).toBeLessThanOrEqual(1048576);
     reporter.flush();
     expect(lines.filter((l) => l.includes('hold buffer full (buffer_mb=1 full, the oldest dropped)'))).toHaveLength(1);
     expect(lines.filter((l) => l.includes('DIAGNOSIS buffer-full'))).toHaveLength(1);

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Outbox } from '../../lib/deliver/outbox';
+import { HoldBuffer } from '../../lib/hold/hold-buffer';
 import { newCounters } from '../../lib/shared/counters';
 import type { OutPacket } from '../../lib/shared/packet';
 import { Spool, type SpoolFs } from '../../lib/hold/spool';
@@ -154,32 +155,32 @@ describe('Outbox with a spool', () => {
     const counters = newCounters();
     const drops: [number, string][] = [];
     const spool = new Spool({ dir: tmp(), maxBytes: spoolBytes, segmentBytes: 2000, chunkBytes: 500, warn: () => {} });
+    const hold = new HoldBuffer({ bufferBytes, spool, counters, events: { overflow: (_a, n, why) => drops.push([n, why]) } });
     const outbox = new Outbox({
       send: (_id, topic, data, done) => {
         sent.push({ topic, data });
         pending.push(() => done(null));
       },
-      writers: { writerOf: () => writer, generationOf: () => 1, vacancy: () => undefined, forkedSince: () => undefined, vacated: () => {}, refused: () => {} },
-      events: { overflow: (_a, n, why) => drops.push([n, why]) },
+      writers: { writerOf: () => writer, generationOf: () => 1, vacancy: () => undefined, forkedSince: () => undefined },
+      events: { vacated: () => {}, refused: () => {} },
       now: () => 0,
       preciseNow: () => 0,
       counters,
-      bufferBytes,
-      spool,
+      hold,
       maxInflight: 1,
     });
     const answerAll = () => {
       for (let guard = 0; pending.length > 0 && guard < 100_000; guard++) (pending.shift() as () => void)();
     };
-    return { outbox, sent, counters, spool, drops, answerAll, setWriter: (w: number | undefined) => (writer = w) };
+    return { outbox, hold, sent, counters, spool, drops, answerAll, setWriter: (w: number | undefined) => (writer = w) };
   }
 
   it('holds past memory on disk, then delivers everything once, in order', () => {
-    const { outbox, sent, counters, spool, answerAll, setWriter } = setup(2000, 1 << 20);
+    const { outbox, hold, sent, counters, spool, answerAll, setWriter } = setup(2000, 1 << 20);
     for (let i = 0; i < 300; i++) outbox.pushLog('k', pkt(i));
     expect(counters.held).toBe(300);
     expect(counters.spooled).toBeGreaterThan(250);
-    expect(outbox.heldBytes).toBeLessThanOrEqual(2000 + 200);
+    expect(hold.bytes).toBeLessThanOrEqual(2000 + 200);
     setWriter(7);
     outbox.pump('k');
     answerAll();

@@ -1,11 +1,11 @@
 /**
- * Which process got a send PM2 handled around a `pm2 reload` swap (lib/deliver/outbox.ts
+ * Which process got a send PM2 handled around a `pm2 reload` swap (lib/deliver/generation.ts
  * reachedNewGeneration). PM2 swaps the process under a pm_id in one synchronous step: it stamps
  * the new pm_uptime U (whole ms), forks (several ms), and only then is the new process there, so a
  * send is handled before the step (old process) or after it (new process), never inside.
  */
 import { describe, expect, it } from 'vitest';
-import { reachedNewGeneration } from '../../lib/deliver/outbox';
+import { reachedNewGeneration, RecentSends } from '../../lib/deliver/generation';
 
 const U = 1_000_000;
 
@@ -39,5 +39,44 @@ describe('reachedNewGeneration', () => {
     // The clear cases stay clear: answered before the stamp, written after it.
     expect(reachedNewGeneration(U - 5, U - 0.2, U, false, true)).toBe(false);
     expect(reachedNewGeneration(U + 1, U + 9, U, false, false)).toBe(true);
+  });
+});
+
+describe('RecentSends', () => {
+  const sent = (app: string, data: string, sentAt: number, answeredAt: number, beforeAnyFork = false, swapped?: boolean) => ({
+    packet: { topic: 'log4js:message', data },
+    app,
+    sentAt,
+    answeredAt,
+    beforeAnyFork,
+    swapped,
+  });
+
+  it('gives back, per app in send order, only what the new generation received', () => {
+    const r = new RecentSends<string>();
+    r.remember(sent('a', 'a1', U - 50, U - 40)); // answered before the swap: the old process
+    r.remember(sent('b', 'b1', U - 6, U + 8)); // in the swap: the new one
+    r.remember(sent('a', 'a2', U + 2, U + 3)); // after the stamp: the new one
+    r.remember(sent('a', 'a3', U + 4, U + 5));
+    r.remember(sent('b', 'b2', U - 6, U + 8, true)); // no fork yet when answered: the old one
+    const back = r.reachedBy(U);
+    expect([...back.keys()]).toEqual(['b', 'a']);
+    expect(back.get('a')!.map((p) => p.data)).toEqual(['a2', 'a3']);
+    expect(back.get('b')!.map((p) => p.data)).toEqual(['b1']);
+    expect(r.reachedBy(U).size).toBe(0); // taken out: judged once
+  });
+
+  it('forgets sends answered more than 2 s before the newest', () => {
+    const r = new RecentSends<string>();
+    r.remember(sent('a', 'old', U - 3000, U - 2999));
+    r.remember(sent('a', 'new', U + 1, U + 2));
+    expect(r.reachedBy(U - 5000).get('a')!.map((p) => p.data)).toEqual(['new']);
+  });
+
+  it('clear() forgets everything (a dead target is not judged)', () => {
+    const r = new RecentSends<string>();
+    r.remember(sent('a', 'x', U + 1, U + 2));
+    r.clear();
+    expect(r.reachedBy(U).size).toBe(0);
   });
 });

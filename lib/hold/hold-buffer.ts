@@ -1,0 +1,281 @@
+/**
+ * Each app's log packets while they wait for its writer: in memory up to `buffer_mb` for the whole
+ * module, then in the app's spool on disk (spool.ts) up to `spool_mb`, read back in order when
+ * memory has room again. Past both bounds a packet is dropped, counted and announced (`overflow`).
+ * Order per app: packets to send again (`retry`) before anything not yet sent, and the spool holds
+ * the newest, so nothing overtakes.
+ */
+import type { Counters } from '../shared/counters';
+import { Deque } from '../shared/deque';
+import { sizeUp, type OutPacket } from '../shared/packet';
+import type { Spool } from './spool';
+
+/** Refill an app's memory from its spool when fewer than this many packets are left in memory. */
+export const REFILL_BELOW = 512;
+
+/** What the hold buffer tells of its own doings. */
+export interface HoldEvents {
+  /** Packets dropped because the buffer was full (memory, and the spool if there is one). */
+  overflow(appKey: string, count: number, why: 'memory' | 'spool'): void;
+  /** An app's packets started going to the spool (memory full). */
+  spooling?(appKey: string): void;
+}
+
+export interface HoldOptions {
+  /** Bytes of held packets in memory, across apps (`buffer_mb`). */
+  bufferBytes: number;
+  /** Where held packets go past `bufferBytes`; without one (or when it fails) they are dropped. */
+  spool?: Spool;
+  counters: Counters;
+  events: HoldEvents;
+}
+
+/** One app's packets in memory. */
+class AppHold {
+  readonly queue = new Deque<OutPacket>();
+  /** Sent, then failed or found unread: due again before anything in `queue`. */
+  readonly retry = new Deque<OutPacket>();
+  /** Dropped so far (overflow, or dropped on purpose). */
+  dropped = 0;
+
+  get size(): number {
+    return this.queue.size + this.retry.size;
+  }
+
+  /** The next packet to send, retries first. */
+  peek(): OutPacket | undefined {
+    return this.retry.size > 0 ? this.retry.peek() : this.queue.peek();
+  }
+
+  shift(): OutPacket | undefined {
+    return this.retry.size > 0 ? this.retry.shift() : this.queue.shift();
+  }
+}
+
+export class HoldBuffer {
+  readonly #apps = new Map<string, AppHold>();
+  readonly #bufferBytes: number;
+  readonly #spool: Spool | undefined;
+  readonly #counters: Counters;
+  readonly #events: HoldEvents;
+  /** Bytes of held packets in memory, across apps. */
+  #bytes = 0;
+
+  constructor(opts: HoldOptions) {
+    this.#bufferBytes = opts.bufferBytes;
+    this.#spool = opts.spool;
+    this.#counters = opts.counters;
+    this.#events = opts.events;
+  }
+
+  /** Held log packets in memory, bytes (estimated). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Whether it holds, or has held, packets of this app (until it is forgotten). */
+  has(appKey: string): boolean {
+    return this.#apps.has(appKey);
+  }
+
+  appKeys(): IterableIterator<string> {
+    return this.#apps.keys();
+  }
+
+  /** How many apps it has records of. */
+  get appCount(): number {
+    return this.#apps.size;
+  }
+
+  /** An app's held packets, in memory and spooled. */
+  held(appKey: string): number {
+    return this.inMemory(appKey) + (this.#spool?.countOf(appKey) ?? 0);
+  }
+
+  inMemory(appKey: string): number {
+    return this.#apps.get(appKey)?.size ?? 0;
+  }
+
+  droppedOf(appKey: string): number {
+    return this.#apps.get(appKey)?.dropped ?? 0;
+  }
+
+  /** Hold a new packet: behind what is spooled (order), or in the spool once memory is full. */
+  push(appKey: string, packet: OutPacket): void {
+    const app = this.#app(appKey);
+    const spool = this.#spool;
+    const bytes = sizeUp(packet); // once: for non-string data it serialises
+    if (spool === undefined || !(spool.has(appKey) || (app.size > 0 && this.#bytes + bytes > this.#bufferBytes))) {
+      this.#hold(appKey, app, packet);
+      return;
+    }
+    const first = !spool.has(appKey);
+    if (spool.append(appKey, packet)) {
+      this.#counters.held++;
+      this.#counters.spooled++;
+      if (first) this.#events.spooling?.(appKey);
+    } else if (spool.failure === undefined || spool.has(appKey)) {
+      // Both bounds passed, or the disk failed with older packets still in the spool: the newest
+      // is dropped (order is kept, and what led to the storm).
+      this.#drop(appKey, app, 1, 'spool');
+    } else {
+      this.#hold(appKey, app, packet);
+    }
+  }
+
+  /** The packet that goes next, left in place. */
+  peek(appKey: string): OutPacket | undefined {
+    return this.#apps.get(appKey)?.peek();
+  }
+
+  /** Take the packet that goes next (to send it), refilling memory from the spool. */
+  take(appKey: string): OutPacket | undefined {
+    const app = this.#apps.get(appKey);
+    const packet = app?.shift();
+    if (app === undefined || packet === undefined) return undefined;
+    this.#counters.held--;
+    this.#bytes -= packet.bytes ?? 0;
+    if (app.size < REFILL_BELOW) this.refill(appKey);
+    return packet;
+  }
+
+  /** A send failed: the packet goes before everything not yet sent (after earlier failed ones). */
+  putBack(appKey: string, packet: OutPacket): void {
+    this.#app(appKey).retry.push(packet);
+    this.#bytes += packet.bytes ?? 0;
+    this.#counters.held++;
+  }
+
+  /** Put packets (in their send order) before everything else the app waits to send. */
+  requeueFront(appKey: string, packets: readonly OutPacket[]): void {
+    const app = this.#app(appKey);
+    for (let i = packets.length - 1; i >= 0; i--) {
+      app.retry.unshift(packets[i]);
+      this.#bytes += packets[i].bytes ?? 0;
+    }
+    this.#counters.held += packets.length;
+  }
+
+  /** Move spooled packets back into memory while there is room (and always when none is left). */
+  refill(appKey: string): void {
+    const spool = this.#spool;
+    const app = this.#apps.get(appKey);
+    if (!spool || !app || !spool.has(appKey)) return;
+    while (spool.has(appKey) && app.size < REFILL_BELOW && (this.#bytes < this.#bufferBytes / 2 || app.size === 0)) {
+      const packets = spool.take(appKey);
+      this.#counters.spooled -= packets.length;
+      for (const p of packets) {
+        app.queue.push(p);
+        this.#bytes += sizeUp(p);
+      }
+      // What could not be read back is gone: held no more.
+      const lost = this.#counters.spooled - spool.count;
+      if (lost > 0) {
+        this.#counters.spooled -= lost;
+        this.#counters.held -= lost;
+        this.#counters.dropped += lost;
+      }
+    }
+  }
+
+  /** Packets held at the last shutdown, older than anything spooled or new: to the front, bounds aside. */
+  restore(appKey: string, packets: readonly OutPacket[]): void {
+    const list = packets.map((p) => {
+      const out: OutPacket = { topic: p.topic, data: p.data };
+      sizeUp(out);
+      return out;
+    });
+    this.requeueFront(appKey, list);
+  }
+
+  /** Take up what the spool kept from an earlier run; returns the apps it holds packets of. */
+  adoptSpool(exists: (appKey: string) => boolean, gone: (appKey: string, count: number) => void): string[] {
+    const spool = this.#spool;
+    if (!spool) return [];
+    const adopted: string[] = [];
+    for (const key of spool.appKeys()) {
+      const n = spool.countOf(key);
+      if (!exists(key)) {
+        spool.drop(key);
+        this.#counters.dropped += n;
+        gone(key, n);
+        continue;
+      }
+      this.#app(key);
+      adopted.push(key);
+      this.#counters.held += n;
+      this.#counters.spooled += n;
+    }
+    return adopted;
+  }
+
+  /** Memory-held packets of every app, taken out (at shutdown; the spool stays on disk). */
+  takeMemoryHeld(): Record<string, OutPacket[]> {
+    const out: Record<string, OutPacket[]> = {};
+    for (const [key, a] of this.#apps) {
+      const list: OutPacket[] = [];
+      for (let p = a.shift(); p !== undefined; p = a.shift()) list.push({ topic: p.topic, data: p.data });
+      this.#counters.held -= list.length;
+      if (list.length > 0) out[key] = list;
+    }
+    this.#bytes = 0;
+    return out;
+  }
+
+  /** Drop an app's held packets, in memory and spooled (app deleted, or an operator asked). */
+  drop(appKey: string): number {
+    const a = this.#apps.get(appKey);
+    if (!a) return 0;
+    let n = 0;
+    for (let p = a.shift(); p !== undefined; p = a.shift()) {
+      this.#bytes -= p.bytes ?? 0;
+      n++;
+    }
+    this.#counters.held -= n;
+    const spooled = this.#spool?.drop(appKey) ?? 0;
+    this.#counters.held -= spooled;
+    this.#counters.spooled -= spooled;
+    n += spooled;
+    this.#counters.dropped += n;
+    a.dropped += n;
+    return n;
+  }
+
+  /** Forget an app that has nothing held (its record, with its drop count). */
+  forget(appKey: string): void {
+    this.#apps.delete(appKey);
+  }
+
+  #app(appKey: string): AppHold {
+    let app = this.#apps.get(appKey);
+    if (!app) this.#apps.set(appKey, (app = new AppHold()));
+    return app;
+  }
+
+  /** Into memory; past the bound with no spool to take it, the oldest of this app go. */
+  #hold(appKey: string, app: AppHold, packet: OutPacket): void {
+    const bytes = packet.bytes ?? sizeUp(packet);
+    app.queue.push(packet);
+    this.#bytes += bytes;
+    this.#counters.held++;
+    if (this.#bytes > this.#bufferBytes && (this.#spool === undefined || this.#spool.failure !== undefined)) this.#overflow(appKey, app);
+  }
+
+  /** Memory past the bound and no spool: this app's oldest go first. */
+  #overflow(appKey: string, app: AppHold): void {
+    let n = 0;
+    while (this.#bytes > this.#bufferBytes && app.size > 1) {
+      const p = app.shift() as OutPacket;
+      this.#bytes -= p.bytes ?? 0;
+      n++;
+    }
+    this.#counters.held -= n;
+    if (n > 0) this.#drop(appKey, app, n, 'memory');
+  }
+
+  #drop(appKey: string, app: AppHold, n: number, why: 'memory' | 'spool'): void {
+    this.#counters.dropped += n;
+    app.dropped += n;
+    this.#events.overflow(appKey, n, why);
+  }
+}
