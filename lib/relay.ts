@@ -1,9 +1,10 @@
 /**
- * The relay: bus packets in, routed sends out. The pipeline: a bus packet is routed (router.ts)
- * against the table (registry.ts) and queued in the outbox (outbox.ts), which sends it to the
- * app's writer once the writer table (writer-table.ts) has one ready. Table changes (events, a fresh
- * `pm2 list`) go to the outbox (targets gone or back) and the writer table (elect again, send what
- * waits). Talks to PM2 only through the `Pm2Client` interface; what it says is worded in wording.ts.
+ * The relay wires the stages (docs/architecture.md): a bus packet is routed (intake/router.ts)
+ * against the table (table/registry.ts), held (hold/hold-buffer.ts) and sent by the outbox
+ * (deliver/outbox.ts) to the app's writer once the writer table (table/writer-table.ts) has one
+ * ready. Table changes (events, a fresh `pm2 list`) go to the outbox (targets gone or back) and the
+ * writer table (elect again); what the units announce comes back here and is said
+ * (operator/announcements.ts). Talks to PM2 only through the `Pm2Client` interface.
  */
 import { realTimers, type Timers } from './shared/clock';
 import { BatchWatch } from './intake/client-batches';
@@ -21,8 +22,9 @@ import { Registry, splitAppKey, type Pm2Env, type TableChange } from './table/re
 import type { Reporter } from './operator/reporter';
 import { logTopicSet, route, type DropReason } from './intake/router';
 import type { Spool } from './hold/spool';
-import { statusRows, type AppStatus } from './operator/status';
+import { appsWithoutWriter, statusRows, type AppStatus } from './operator/status';
 import type { WriterFiles } from './table/writer-files';
+import { ListReader } from './table/list-reader';
 import { Writers } from './table/writer-table';
 
 export interface RelayOptions {
@@ -51,8 +53,6 @@ export interface RelayOptions {
 
 /** How long an app may hold packets before the module says why (ms). */
 const HELD_WARN_AFTER_MS = 5000;
-/** How soon a list is read again after one that was asked for too early (see `reconcile`). */
-const RECONCILE_AGAIN_MS = 50;
 
 const MALFORMED: ReadonlySet<DropReason> = new Set(['malformed', 'no-topic', 'no-data']);
 
@@ -72,12 +72,8 @@ export class Relay {
   readonly #topicOf = new Map<string, string>();
   readonly #spool: Spool | undefined;
   readonly #batches: BatchWatch;
-  #reconcileTimer: unknown = undefined;
-  /** A list was asked for while one was on its way, or came back older than events: read again. */
-  #reconcileAgain = false;
-  #reconciling: Promise<void> | undefined;
+  readonly #lists: ListReader;
   #started = false;
-  #stopped = false;
   /** Bus packets that came before the table was built, in order: handled once it is. */
   readonly #beforeTable: { isMessage: boolean; packet: unknown }[] = [];
 
@@ -95,6 +91,14 @@ export class Relay {
       readyDelay: opts.settings.ready_delay,
       globalInstanceVar: opts.globalInstanceVar,
       knownInstanceVars: opts.knownInstanceVars,
+    });
+    this.#lists = new ListReader({
+      list: () => this.#client.list(),
+      registry: this.registry,
+      apply: (changes) => this.#applyChanges(changes),
+      now: this.#now,
+      timers: this.#timers,
+      failed: (err) => this.#reporter.warn(say.listFailed(err)),
     });
     const listener: Listener = {
       reporter: this.#reporter,
@@ -144,9 +148,11 @@ export class Relay {
     });
     const envs = await this.#client.list();
     this.#applyChanges(this.registry.applySnapshot(envs, this.#now()));
-    if (opts.spool) this.#restore(opts.spool);
+    const exists = (key: string): boolean => this.registry.app(key) !== undefined;
+    const restored = opts.spool ? this.hold.restoreSaved(opts.spool, exists, (key, n) => this.#reporter.warn(say.goneHeldAtShutdown(key, n))) : 0;
+    if (restored > 0) this.#reporter.info(say.restoredHeld(restored));
     this.hold.adoptSpool(
-      (key) => this.registry.app(key) !== undefined,
+      exists,
       (key, n) => this.#reporter.warn(say.goneSpooled(key, n)),
     );
     this.#started = true;
@@ -209,39 +215,12 @@ export class Relay {
 
   /** Re-read `pm2 list` soon (coalesced). */
   scheduleReconcile(ms: number): void {
-    if (this.#reconcileTimer !== undefined || this.#stopped) return;
-    this.#reconcileTimer = this.#timers.setTimeout(() => {
-      this.#reconcileTimer = undefined;
-      void this.reconcile().catch((err: Error) => this.#reporter.warn(say.listFailed(err)));
-    }, ms);
+    this.#lists.schedule(ms);
   }
 
-  /**
-   * Re-read `pm2 list` now and apply the differences. Asked for while a list is on its way, or
-   * answered with a list older than events since (registry.ts `applySnapshot`), it reads again
-   * once that one is in: a list asked for before an app started must not be the last word on it.
-   */
+  /** Re-read `pm2 list` now and apply the differences (list-reader.ts). */
   reconcile(): Promise<void> {
-    if (this.#reconciling) {
-      this.#reconcileAgain = true;
-      return this.#reconciling;
-    }
-    const askedAt = this.registry.eventSeq;
-    this.#reconciling = this.#client
-      .list()
-      .then((envs) => {
-        if (this.#stopped) return;
-        this.#applyChanges(this.registry.applySnapshot(envs, this.#now(), askedAt));
-        if (this.registry.snapshotWasStale) this.#reconcileAgain = true;
-      })
-      .finally(() => {
-        this.#reconciling = undefined;
-        if (this.#reconcileAgain) {
-          this.#reconcileAgain = false;
-          this.scheduleReconcile(RECONCILE_AGAIN_MS);
-        }
-      });
-    return this.#reconciling;
+    return this.#lists.read();
   }
 
   /** Periodic checks (call about once a second): say why an app has held packets for long. */
@@ -287,34 +266,13 @@ export class Relay {
   }
 
   appsWithoutWriter(): number {
-    let n = 0;
-    for (const a of this.registry.apps()) {
-      if (this.writers.writerOf(a.key) === undefined && this.registry.processesOf(a).some((p) => !p.isModule)) n++;
-    }
-    return n;
+    return appsWithoutWriter(this.registry, this.writers);
   }
 
   stop(): void {
-    this.#stopped = true;
-    if (this.#reconcileTimer !== undefined) this.#timers.clearTimeout(this.#reconcileTimer);
+    this.#lists.stop();
     this.writers.stop();
     this.outbox.stop();
-  }
-
-  #restore(held: Record<string, OutPacket[]>): void {
-    let n = 0;
-    for (const [key, packets] of Object.entries(held)) {
-      if (!Array.isArray(packets)) continue;
-      if (!this.registry.app(key)) {
-        this.counters.dropped += packets.length;
-        this.#reporter.warn(say.goneHeldAtShutdown(key, packets.length));
-        continue;
-      }
-      const good = packets.filter((p) => p && typeof p.topic === 'string' && p.data !== undefined);
-      this.hold.restore(key, good);
-      n += good.length;
-    }
-    if (n > 0) this.#reporter.info(say.restoredHeld(n));
   }
 
   #applyChanges(changes: TableChange[]): void {

@@ -188,6 +188,26 @@ export class HoldBuffer {
     this.requeueFront(appKey, list);
   }
 
+  /**
+   * Packets held in memory at the last shutdown (the saved state), for the apps that still exist;
+   * the others are dropped and counted (`gone`). Returns how many were restored.
+   */
+  restoreSaved(saved: Record<string, OutPacket[]>, exists: (appKey: string) => boolean, gone: (appKey: string, count: number) => void): number {
+    let n = 0;
+    for (const [key, packets] of Object.entries(saved)) {
+      if (!Array.isArray(packets)) continue;
+      if (!exists(key)) {
+        this.#counters.dropped += packets.length;
+        gone(key, packets.length);
+        continue;
+      }
+      const good = packets.filter((p) => p && typeof p.topic === 'string' && p.data !== undefined);
+      this.restore(key, good);
+      n += good.length;
+    }
+    return n;
+  }
+
   /** Take up what the spool kept from an earlier run; returns the apps it holds packets of. */
   adoptSpool(exists: (appKey: string) => boolean, gone: (appKey: string, count: number) => void): string[] {
     const spool = this.#spool;

@@ -97,3 +97,12 @@ export function statusRows(registry: Registry, writers: Writers, hold: HoldBuffe
   }
   return rows.sort(byApp);
 }
+
+/** Apps with processes (modules aside) and no ready writer now. */
+export function appsWithoutWriter(registry: Registry, writers: Pick<Writers, 'writerOf'>): number {
+  let n = 0;
+  for (const a of registry.apps()) {
+    if (writers.writerOf(a.key) === undefined && registry.processesOf(a).some((p) => !p.isModule)) n++;
+  }
+  return n;
+}

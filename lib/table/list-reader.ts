@@ -1,0 +1,74 @@
+/**
+ * Keeps the table honest against `pm2 list`: PM2 sends no event when a process is deleted, and
+ * events can be missed across a reconnect, so the list is read again when something suggests it
+ * (coalesced) and every 30 s. A list asked for while one is on its way, or answered older than
+ * events since (registry.ts `applySnapshot`), is read again once that one is in: a list asked for
+ * before an app started must not be the last word on it.
+ */
+import type { Timers } from '../shared/clock';
+import type { Pm2Env, Registry, TableChange } from './registry';
+
+/** How soon a list is read again after one that was asked for too early. */
+const AGAIN_MS = 50;
+
+export interface ListReaderOptions {
+  list(): Promise<Pm2Env[]>;
+  registry: Registry;
+  /** What the fresh list changed in the table. */
+  apply(changes: TableChange[]): void;
+  now(): number;
+  timers: Timers;
+  /** A list that could not be read. */
+  failed(err: Error): void;
+}
+
+export class ListReader {
+  readonly #opts: ListReaderOptions;
+  #timer: unknown = undefined;
+  #again = false;
+  #reading: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(opts: ListReaderOptions) {
+    this.#opts = opts;
+  }
+
+  /** Read the list in `ms` (coalesced with a read already scheduled). */
+  schedule(ms: number): void {
+    if (this.#timer !== undefined || this.#stopped) return;
+    this.#timer = this.#opts.timers.setTimeout(() => {
+      this.#timer = undefined;
+      void this.read().catch((err: Error) => this.#opts.failed(err));
+    }, ms);
+  }
+
+  /** Read the list now and apply the differences. */
+  read(): Promise<void> {
+    if (this.#reading) {
+      this.#again = true;
+      return this.#reading;
+    }
+    const { registry } = this.#opts;
+    const askedAt = registry.eventSeq;
+    this.#reading = this.#opts
+      .list()
+      .then((envs) => {
+        if (this.#stopped) return;
+        this.#opts.apply(registry.applySnapshot(envs, this.#opts.now(), askedAt));
+        if (registry.snapshotWasStale) this.#again = true;
+      })
+      .finally(() => {
+        this.#reading = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.schedule(AGAIN_MS);
+        }
+      });
+    return this.#reading;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#opts.timers.clearTimeout(this.#timer);
+  }
+}
