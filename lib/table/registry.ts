@@ -7,8 +7,9 @@
  */
 
 import { toNumber } from '../shared/system';
+import { DEFAULT_INSTANCE_VAR, InstanceVars } from './instance-vars';
 
-export const DEFAULT_INSTANCE_VAR = 'NODE_APP_INSTANCE';
+export { DEFAULT_INSTANCE_VAR };
 
 /** The fields of a pm2_env (as in `pm2.list()[i].pm2_env` or a bus `process:event`) we read. */
 export type Pm2Env = Record<string, unknown>;
@@ -111,11 +112,11 @@ export class Registry {
   readonly #deleted = new Map<number, number>();
   #staleSnapshot = false;
   readonly #opts: RegistryOptions;
-  readonly #knownVars: Map<string, string>;
+  readonly #instanceVars: InstanceVars;
 
   constructor(opts: RegistryOptions) {
     this.#opts = opts;
-    this.#knownVars = new Map(Object.entries(opts.knownInstanceVars ?? {}));
+    this.#instanceVars = new InstanceVars(opts.knownInstanceVars, opts.globalInstanceVar);
   }
 
   get size(): number {
@@ -149,7 +150,7 @@ export class Registry {
 
   /** instance_var per app key, to persist across the module's own restarts. */
   instanceVars(): Record<string, string> {
-    return Object.fromEntries(this.#knownVars);
+    return this.#instanceVars.toJSON();
   }
 
   /** How many bus events have been applied: pass it to `applySnapshot` for a list asked for now. */
@@ -283,21 +284,6 @@ export class Registry {
     p.readyAt = now + wait;
   }
 
-  #instanceVarFor(key: string, env: Pm2Env): string {
-    const global = this.#opts.globalInstanceVar;
-    if (global) return global;
-    const declared = typeof env.instance_var === 'string' && env.instance_var !== '' ? env.instance_var : DEFAULT_INSTANCE_VAR;
-    const remembered = this.#knownVars.get(key);
-    if (declared !== DEFAULT_INSTANCE_VAR) {
-      if (remembered !== declared) this.#knownVars.set(key, declared);
-      return declared;
-    }
-    // After `pm2 restart`/`reload`, PM2 says NODE_APP_INSTANCE again while the number stays
-    // under the app's own key: keep reading that key.
-    if (remembered && toNumber(env[remembered]) !== undefined) return remembered;
-    return DEFAULT_INSTANCE_VAR;
-  }
-
   #upsert(env: Pm2Env, id: number): ProcessInfo {
     const name = String(env.name ?? '');
     const namespace = typeof env.namespace === 'string' && env.namespace !== '' ? env.namespace : 'default';
@@ -307,7 +293,7 @@ export class Registry {
       app = { key, name, namespace, instanceVar: DEFAULT_INSTANCE_VAR, announces: false, pmIds: new Set() };
       this.#apps.set(key, app);
     }
-    app.instanceVar = this.#instanceVarFor(key, env);
+    app.instanceVar = this.#instanceVars.of(key, env);
     const instance = toNumber(env[app.instanceVar]);
     const status = String(env.status ?? 'unknown');
     let p = this.#procs.get(id);
