@@ -4,7 +4,8 @@
  * pm2-scoped-intercom installed, each app's lines end up in that app's own file, each exactly
  * once. `npm run demo` starts this file in a private PM2 and checks the result.
  *
- *   pm2 install pm2-scoped-intercom
+ *   pm2 install pm2-scoped-intercom                       # from the registry, once published
+ *   pm2 install /absolute/path/pm2-scoped-intercom-0.3.0.tgz   # or today: `npm ci && npm pack` in a clone
  *   pm2 start ecosystem.config.js
  *
  * LOG_DIR / REPORT_DIR / LINES / RATE come from the environment of `pm2 start` (the demo sets

@@ -6,6 +6,10 @@
  *     pm2-scoped-intercom delivers.
  *   - `pm2InstanceVar` must name the same variable as the app's `instance_var` (if you set one).
  *
+ * The module must be installed in the PM2 that runs it:
+ *   pm2 install /absolute/path/pm2-scoped-intercom-0.3.0.tgz   # today: `npm ci && npm pack` in a clone
+ *   pm2 install pm2-scoped-intercom                           # once published to the registry
+ *
  * For the demo it logs LINES numbered lines ("<app> <pid> <n>") at RATE lines/s, then writes how
  * many it sent to REPORT_DIR, so the demo can check every line arrived exactly once.
  */

@@ -23,7 +23,7 @@ export interface Settings {
   readonly spool_mb: number;
   /** Milliseconds after a writer comes online before packets are delivered to it (apps without `wait_ready`). @default 1500 */
   readonly ready_delay: number;
-  /** Sends to PM2 in flight at once, across all apps. @default 1 */
+  /** Sends to PM2 in flight at once per target process (each writer or relay target). @default 1 */
   readonly max_inflight: number;
   /** Seconds between summary lines (drops, malformed packets) in `pm2 logs`. @default 5 */
   readonly report_interval: number;
