@@ -1,13 +1,13 @@
 /**
  * README's settings table is what users read: it must say what the code does. Its keys, defaults
- * and accepted values are compared with lib/config.ts (SETTING_KEYS, DEFAULTS, and the `accepts`
+ * and accepted values are compared with lib/operator/settings.ts (SETTING_KEYS, DEFAULTS, and the `accepts`
  * text each parser reports) and with package.json `config` (what `pm2 install` writes into PM2's
  * module config), so a changed default or range fails here until the README says it too.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, SETTING_KEYS, parseSettings, type Settings } from '../../lib/config';
+import { DEFAULTS, SETTING_KEYS, parseSettings, type Settings } from '../../lib/operator/settings';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -57,11 +57,11 @@ function accepts(key: keyof Settings): string {
 describe("README's settings table", () => {
   const rows = readmeSettings();
 
-  it('lists every setting of lib/config.ts, in the same order, and nothing else', () => {
+  it('lists every setting of lib/operator/settings.ts, in the same order, and nothing else', () => {
     expect(rows.map((r) => r.key)).toEqual(SETTING_KEYS);
   });
 
-  it('gives the defaults of lib/config.ts and of package.json config', () => {
+  it('gives the defaults of lib/operator/settings.ts and of package.json config', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { config: Record<string, unknown> };
     expect(Object.keys(pkg.config)).toEqual(SETTING_KEYS);
     for (const row of rows) {
