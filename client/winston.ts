@@ -24,7 +24,6 @@ type WinstonModule = {
 function loadWinston(): WinstonModule {
   try {
     // The user's winston (a peer dependency): its Transport base, so `instanceof` and piping work.
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('winston') as WinstonModule;
   } catch (err) {
     throw new Error(`pm2-scoped-intercom/winston needs winston 3: npm install winston (${(err as Error).message})`);
