@@ -84,11 +84,10 @@ export interface ClientOptions {
 /** Batch defaults (measured on the 2-core machine; see the README, "Batches"). */
 export const DEFAULT_BATCH_MAX_BYTES = 32 * 1024;
 export const DEFAULT_BATCH_MAX_MS = 20;
-/** The batch format this client sends, and the least a module must accept for it. */
+/** The batch format this client sends (the least a module must accept for it), and the module's package name. */
 export { BATCH_FORMAT, MODULE_NAME };
 /** How often (ms) a sender reads again what the installed module accepts (an upgrade or downgrade). */
 const CAPS_TTL_MS = 5000;
-
 
 export interface Placement {
   role: Role;

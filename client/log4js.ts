@@ -19,9 +19,8 @@
  * On the wire an event whose data and context are plain values (strings, finite numbers,
  * booleans, null: most log calls) is a small object of its fields; any other event is
  * `loggingEvent.serialise()`, read back with `LoggingEvent.deserialise`, as log4js's own cluster
- * mode does (it keeps Errors, cycles, undefined, NaN). flatted, which those use, costs far more
- * than the JSON PM2 does anyway (measured on the 2-core machine, under load: 163 us to serialise
- * and 95 us to deserialise a one-string event, against 15 us for both ends of the plain form).
+ * mode does (it keeps Errors, cycles, undefined, NaN). flatted, which those use, costs more than ten
+ * times the plain form (figures: docs/architecture-notes.md).
  *
  * Does not load log4js itself: log4js loads this file and passes what it needs to `configure`.
  */

@@ -1,19 +1,15 @@
 /**
  * Has PM2 put a new process under a pm_id? Read from the daemon's list of children
- * (`/proc/<daemon>/task/<daemon>/children`, one `pread` through a kept descriptor per check).
+ * (`/proc/<daemon>/task/<daemon>/children`, through a kept descriptor: descriptors.ts).
  *
- * Why: `pm2 reload` parks the old worker (alive, as `_old_<id>`) and forks the new one under the
- * same pm_id in one synchronous step of the daemon, and says nothing on the bus until the new one
- * is `online`, which can reach us half a second later on a busy machine. What PM2 hands the new
- * process in between is lost while it starts, and heard once its app listens: whether a packet was
- * heard cannot be known from outside. The fork shows in the daemon's children at once, before the
- * daemon can hand the new process anything, so checking before every send (one send in flight)
- * means nothing but the send in flight at the fork goes to a process we did not know.
+ * Why: `pm2 reload` forks the new worker under the old pm_id (the old one parked, alive) and says
+ * nothing on the bus until the new one is `online`, which can come much later; what PM2 hands it in
+ * between may be lost. The fork shows in the daemon's children at once, so checking before every
+ * send means only the send in flight at the fork can reach a process we did not know.
  *
- * A new child is matched to its pm_id once, from its environment: PM2 passes cluster workers a
- * `pm2_env` JSON and fork-mode processes a `pm_id` variable. Its start time (`/proc/<pid>/stat`)
- * tells it from the parked old worker, which has the same pm_id. Where there is no such file
- * (not Linux, or a kernel without it), nothing is ever reported.
+ * A new child is matched to its pm_id once, from its environment (cluster workers get a `pm2_env`
+ * JSON, fork-mode processes a `pm_id` variable); its start time tells it from the parked old
+ * worker. Where there is no such file (not Linux, or a kernel without it), nothing is reported.
  */
 import fs from 'node:fs';
 import { Descriptors } from './descriptors';

@@ -1,21 +1,12 @@
 /**
- * Is a process still alive and going to stay so (not exited, not a zombie, not dying)? Read from
- * `/proc/<pid>/stat` through a file descriptor kept open per pid: one `pread` per check.
+ * Is a process still alive and going to stay so (not exited, not a zombie, not dying: stat.ts)?
+ * Checked before every send, through a descriptor kept open per pid (descriptors.ts).
  *
- * Why: PM2's daemon survives one failed write to a worker whose IPC channel has just closed, and
- * dies of the second (an uncaught ERR_IPC_CHANNEL_CLOSED) if it comes before the daemon has handled
- * the worker's exit. And what PM2 writes into a dying worker's pipe is lost with it, although PM2
- * acknowledged it.
- *
- * A process counts as dying from the moment a fatal signal is sent to it, not from when it becomes
- * a zombie: `kill -9`, or SIGINT to an app without a handler, marks SIGKILL pending in every thread
- * at once (stat field 31), and the kernel sets PF_EXITING (field 9) when the process starts to exit.
- * On a busy machine the time from the signal to the zombie state is hundreds of ms (measured: 446 ms
- * for a starved process, 393 ms for one freeing 6 GB), all of it with the IPC channel still open:
- * sends in that time were accepted and lost. Checked before every send with one send in flight,
- * at most the send in flight at the kill reaches a dying worker.
- * Where there is no /proc (not Linux), every process counts as alive, and send-guard.ts keeps
- * PM2's daemon safe instead.
+ * Why: PM2's daemon dies of a second write into a closed IPC channel, and what PM2 writes into a
+ * dying worker's pipe is lost although PM2 acknowledged it. A worker counts as dying from the
+ * fatal signal on, since the zombie state can come hundreds of ms later with the channel still open
+ * (figures: docs/architecture-notes.md). Without /proc every process counts as alive, and
+ * deliver/send-guard.ts keeps PM2's daemon safe instead.
  */
 import fs from 'node:fs';
 import { Descriptors } from './descriptors';
