@@ -17,14 +17,15 @@ import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/operator/reporter';
 import { Spool } from './lib/hold/spool';
-import { openState } from './lib/restart/state';
+import { openState, type OpenedState } from './lib/restart/state';
+import type { Settings } from './lib/operator/settings';
+import type { Pm2Client } from './lib/intake/pm2-client';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
 const DRAIN_MS = 1200;
 const RECONCILE_EVERY_MS = 30_000;
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const pkg = require('../package.json') as { version: string };
 
 function stamp(): string {
@@ -43,31 +44,43 @@ function sendsOn(via: string | undefined): string {
   return via === 'own connection' ? 'sends on its own RPC connection' : "sends through PM2's client";
 }
 
-async function main(): Promise<void> {
-  const started = Date.now();
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const pmx = require('pmx') as PmxLike & { initModule(opts: object): { module_conf?: Record<string, unknown> } };
-  const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
-  const moduleConf = conf.module_conf ?? {};
+type Pmx = PmxLike & { initModule(opts: object): { module_conf?: Record<string, unknown> } };
 
-  const { dir, legacy, file: state, saved, retireLegacy } = openState(NAME, warn);
+/** What runs while the module relays, wired once at start. */
+interface Parts {
+  settings: Settings;
+  reporter: Reporter;
+  spool: Spool;
+  /** The /proc readers run (else the send guard). */
+  useProc: boolean;
+  client: Pm2Client;
+  relay: Relay;
+  handover: Handover;
+}
+
+/** Settings: PM2's module config over what the last run saved; each problem said once. */
+function readSettings(moduleConf: Record<string, unknown>, saved: OpenedState['saved']): Settings {
   const { settings, problems } = parseSettings(moduleConf, saved.settings);
   for (const p of problems) warn(p.message);
   const unknown = unknownKeys(moduleConf);
   if (unknown.length > 0) warn(`ignoring unknown setting(s) ${unknown.join(', ')}; known: ${Object.keys(settings).join(', ')}`);
   for (const key of Object.keys(moduleConf)) if (key in RETIRED_KEYS) log(RETIRED_KEYS[key]);
+  return settings;
+}
 
+/**
+ * The parts, connected to PM2. Without the /proc readers (dying writers, reload forks: /proc
+ * missing or turned off) every send waits for a fence on PM2's bus, so PM2's daemon is never sent
+ * into a closed channel twice (send-guard.ts).
+ */
+async function connectParts(settings: Settings, opened: OpenedState): Promise<Parts> {
   const reporter = new Reporter(log, warn);
   // Held packets past buffer_mb, kept across restarts (it may hold some from the last run).
-  const spool = new Spool({ dir: path.join(dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
+  const spool = new Spool({ dir: path.join(opened.dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
   spool.load();
-  // The /proc readers (dying writers, reload forks), unless /proc is missing or turned off; without
-  // them every send waits for a fence on PM2's bus, so PM2's daemon is never sent into a closed
-  // channel twice (send-guard.ts).
   const useProc = settings.proc_checks === 'auto' && procReadable();
   const pm2 = createPm2Client(undefined, { reloadProbe: settings.reload_probe === 'on' });
-  const guarded = useProc ? undefined : guardSends(pm2, { post: (packet) => process.send?.(packet, undefined, undefined, () => {}) });
-  const client = guarded ?? pm2;
+  const client = useProc ? pm2 : guardSends(pm2, { post: (packet) => process.send?.(packet, undefined, undefined, () => {}) });
   await client.connect();
   const relay = new Relay({
     client,
@@ -75,7 +88,7 @@ async function main(): Promise<void> {
     newcomers: useProc ? daemonChildren() : NO_NEWCOMERS,
     settings,
     reporter,
-    knownInstanceVars: saved.instanceVars,
+    knownInstanceVars: opened.saved.instanceVars,
     globalInstanceVar: process.env.PM2_PROCESS_INSTANCE_VAR || undefined,
     spool,
     // A writer's unread backlog is bounded where /proc tells when it has read it (pacing.ts).
@@ -83,22 +96,36 @@ async function main(): Promise<void> {
     // A new writer is waited for until it opens its app's log files (writer-files.ts).
     writerFiles: useProc ? new WriterFiles(procOpenFiles()) : undefined,
   });
-  const handover = new Handover({ dir, legacy, log, warn });
-  await relay.start({ spool: saved.held, wrap: handover.gate });
+  const handover = new Handover({ dir: opened.dir, legacy: opened.legacy, log, warn });
+  return { settings, reporter, spool, useProc, client, relay, handover };
+}
+
+/** Starts relaying (taking over from the last run's bridge); returns how to save the state. */
+async function start(parts: Parts, opened: OpenedState): Promise<(held?: Record<string, OutPacket[]>) => void> {
+  const { relay, handover, settings } = parts;
+  await relay.start({ spool: opened.saved.held, wrap: handover.gate });
   await handover.takeOver(relay);
   const save = (held?: Record<string, OutPacket[]>): void =>
-    state.save({ settings, instanceVars: relay.registry.instanceVars(), held });
+    opened.file.save({ settings, instanceVars: relay.registry.instanceVars(), held });
   try {
     save();
-    retireLegacy();
+    opened.retireLegacy();
   } catch (err) {
-    warn(`cannot write ${state.file}: ${(err as Error).message} (settings and held packets will not survive a restart)`);
+    warn(`cannot write ${opened.file.file}: ${(err as Error).message} (settings and held packets will not survive a restart)`);
   }
+  return save;
+}
 
+function startMetrics(pmx: Pmx, parts: Parts): RateMeter {
   const meter = new RateMeter();
-  registerProbes(pmx, relay, meter);
-  registerActions(pmx, { relay, log, settingsLine: () => formatSettings(settings), version: pkg.version });
+  registerProbes(pmx, parts.relay, meter);
+  registerActions(pmx, { relay: parts.relay, log, settingsLine: () => formatSettings(parts.settings), version: pkg.version });
+  return meter;
+}
 
+/** The lines said once started (the compat suite and the tests match them word for word). */
+function sayStarted(parts: Parts, started: number): void {
+  const { client, relay, settings, useProc } = parts;
   log(
     `${NAME} v${pkg.version} relaying (pm2 ${client.version} from the ${client.source}, ${sendsOn(client.sendsThrough?.())}, ${relay.registry.size} processes known, started in ${Date.now() - started} ms) ` +
       `settings: ${formatSettings(settings)}`,
@@ -106,10 +133,14 @@ async function main(): Promise<void> {
   // Where /proc is missing (macOS, Windows, locked-down containers) the send guard runs instead.
   log(safetyChecks(useProc ? 'on' : settings.proc_checks === 'off' ? 'off' : 'unreadable', readable(`/proc/${process.ppid}/task/${process.ppid}/children`)));
   if (!useProc && process.env.PM2_LOG_DATE_FORMAT === '') warn(GUARD_BLIND);
-  log(spoolAtStart(spool));
+  log(spoolAtStart(parts.spool));
+}
 
+/** Every second: rates, timeouts, the report every report_interval, a reconcile every RECONCILE_EVERY_MS. */
+function startTicker(parts: Parts, meter: RateMeter): ReturnType<typeof setInterval> {
+  const { relay, reporter, settings } = parts;
   let seconds = 0;
-  const timer = setInterval(() => {
+  return setInterval(() => {
     seconds++;
     meter.sample(relay.counters, Date.now());
     relay.tick();
@@ -118,7 +149,14 @@ async function main(): Promise<void> {
       relay.reconcile().catch((err: Error) => warn(listFailed(err)));
     }
   }, 1000);
+}
 
+/**
+ * On SIGINT/SIGTERM: hand over to a bridge, deliver what can be delivered within DRAIN_MS, keep
+ * what is still held for the next run, then exit.
+ */
+function onShutdown(parts: Parts, timer: ReturnType<typeof setInterval>, save: (held?: Record<string, OutPacket[]>) => void, file: string): void {
+  const { client, relay, reporter, handover } = parts;
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
@@ -132,7 +170,7 @@ async function main(): Promise<void> {
     try {
       save(n > 0 ? held : undefined);
     } catch (err) {
-      warn(`cannot save ${n} held packets to ${state.file}: ${(err as Error).message}`);
+      warn(`cannot save ${n} held packets to ${file}: ${(err as Error).message}`);
     }
     reporter.flush();
     log(
@@ -146,6 +184,20 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
 }
 
+async function main(): Promise<void> {
+  const started = Date.now();
+  const pmx = require('pmx') as Pmx;
+  const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
+  const moduleConf = conf.module_conf ?? {};
+  const opened = openState(NAME, warn);
+  const settings = readSettings(moduleConf, opened.saved);
+  const parts = await connectParts(settings, opened);
+  const save = await start(parts, opened);
+  const meter = startMetrics(pmx, parts);
+  sayStarted(parts, started);
+  const timer = startTicker(parts, meter);
+  onShutdown(parts, timer, save, opened.file.file);
+}
 
 // A bug in one packet's path must not take the relay down (its restart loses what the bus
 // carries meanwhile): say it and carry on, unless errors keep coming.

@@ -84,11 +84,10 @@ export interface ClientOptions {
 /** Batch defaults (measured on the 2-core machine; see the README, "Batches"). */
 export const DEFAULT_BATCH_MAX_BYTES = 32 * 1024;
 export const DEFAULT_BATCH_MAX_MS = 20;
-/** The batch format this client sends, and the least a module must accept for it. */
+/** The batch format this client sends (the least a module must accept for it), and the module's package name. */
 export { BATCH_FORMAT, MODULE_NAME };
 /** How often (ms) a sender reads again what the installed module accepts (an upgrade or downgrade). */
 const CAPS_TTL_MS = 5000;
-
 
 export interface Placement {
   role: Role;
@@ -483,148 +482,180 @@ export function openChannel<T = unknown>(write: WriteFn<T>, opts: ChannelOptions
   const placement = detect(opts);
   const h = hubOf(opts);
   if (opts.maxPending !== undefined) h.maxPending = opts.maxPending;
-  const stats: ChannelStats = { sent: 0, packets: 0, received: 0, written: 0, sendErrors: 0 };
-  let pendingSends = 0;
-  let flushWaiters: (() => void)[] = [];
-  let closed = false;
-  const maxBytes = opts.batchMaxBytes ?? DEFAULT_BATCH_MAX_BYTES;
-  const maxMs = opts.batchMaxMs ?? DEFAULT_BATCH_MAX_MS;
-  const batchMode = opts.batch ?? 'auto';
-  if (!(Number.isFinite(maxBytes) && maxBytes >= 0)) throw new TypeError(`Expected \`batchMaxBytes\` to be a finite number >= 0, got \`${maxBytes}\` (${typeof maxBytes})`);
-  if (!(Number.isFinite(maxMs) && maxMs >= 0)) throw new TypeError(`Expected \`batchMaxMs\` to be a finite number >= 0, got \`${maxMs}\` (${typeof maxMs})`);
-  /** Records gathered for the next batch (a sender's), and their estimated size. */
-  let gathered: unknown[] = [];
-  let gatheredBytes = 0;
-  let timer: ReturnType<typeof setTimeout> | ReturnType<typeof setImmediate> | undefined;
-
-  const writeHere = (record: T): void => {
-    stats.written++;
-    try {
-      write(record);
-    } catch (err) {
-      warnOnce(h, `write-error:${name}`, `channel "${name}": write() threw: ${(err as Error)?.stack ?? String(err)} (further errors are not reported)`);
-    }
-  };
-
+  const c = new ChannelCore<T>(h, name, placement, write, opts);
   if (placement.role === 'local' && placement.clustered) warnOnce(h, 'no-module', placement.reason);
-  if (placement.role === 'writer') {
-    if (h.handlers.has(name)) throw new Error(`pm2-scoped-intercom/client: channel "${name}" is already open in this process; give each one its own name (the channel option)`);
-    if (placement.instance === undefined) warnOnce(h, 'no-instance', placement.reason);
-    h.handlers.set(name, (r) => {
-      stats.received++;
-      writeHere(r as T);
-    });
-    listen(h);
-    // Records that came before this channel opened, in order.
-    if (h.pending.length > 0) {
-      const mine = h.pending.filter((e) => e.ch === name);
-      if (mine.length > 0) {
-        const rest = h.pending.filter((e) => e.ch !== name);
-        h.pending.length = 0;
-        h.pending.push(...rest);
-        for (const e of mine) {
-          stats.received++;
-          writeHere(e.r as T);
-        }
-      }
-    }
-    if (opts.announceReady !== false) announceReady(opts);
-  }
-
-  const settle = (): void => {
-    if (pendingSends === 0 && flushWaiters.length > 0) {
-      const w = flushWaiters;
-      flushWaiters = [];
-      for (const f of w) f();
-    }
-  };
-
-  /** One packet to the module; on failure its records are written here, in order. */
-  const sendPacket = (data: Envelope | BatchEnvelope, records: unknown[]): void => {
-    pendingSends++;
-    stats.packets++;
-    trySend(h, { topic: LOG_TOPIC, data }, (err) => {
-      pendingSends--;
-      if (err) {
-        stats.sent -= records.length;
-        stats.packets--;
-        stats.sendErrors++;
-        warnOnce(h, `send-error:${name}`, `channel "${name}": cannot send to the writer (${err.message}); writing such records locally`);
-        for (const r of records) writeHere(r as T);
-      }
-      settle();
-    });
-  };
-
-  function sendGathered(): void {
-    if (timer !== undefined) {
-      if (maxMs === 0) clearImmediate(timer as ReturnType<typeof setImmediate>);
-      else clearTimeout(timer as ReturnType<typeof setTimeout>);
-      timer = undefined;
-    }
-    if (gathered.length === 0) return;
-    const b = gathered;
-    gathered = [];
-    gatheredBytes = 0;
-    sendPacket({ ch: name, b }, b);
-  }
-
-  const channel: Channel<T> = {
+  if (placement.role === 'writer') receiveOnWriter(h, name, placement, opts, (r) => c.receive(r as T));
+  return {
     name,
     role: placement.role,
     isWriter: placement.role !== 'sender',
     placement,
-    stats,
-    send(record: T): void {
-      if (placement.role !== 'sender' || closed) {
-        writeHere(record);
-        return;
-      }
-      const r = record === undefined ? null : record;
-      stats.sent++;
-      if (maxBytes === 0 || batchMode === false || (batchMode === 'auto' && !moduleTakesBatches(h))) {
-        // What 0.1.0 and 0.2.0 take: one record per packet (after any batch gathered before).
-        sendGathered();
-        sendPacket({ ch: name, r }, [r]);
-        return;
-      }
-      const size = approxSize(r);
-      // A record that would take the batch past the bound starts the next one (one bigger than
-      // the bound goes alone).
-      if (gathered.length > 0 && gatheredBytes + size > maxBytes) sendGathered();
-      gathered.push(r);
-      gatheredBytes += size;
-      if (gatheredBytes >= maxBytes) sendGathered();
-      else if (timer === undefined) timer = maxMs === 0 ? setImmediate(sendGathered) : setTimeout(sendGathered, maxMs);
-    },
-    flush(): Promise<void> {
-      sendGathered();
-      if (pendingSends === 0) return Promise.resolve();
-      return new Promise((resolve) => flushWaiters.push(resolve));
-    },
-    async drain(d: DrainOptions = {}): Promise<void> {
-      const quietMs = d.quietMs ?? 300;
-      const start = Date.now();
-      const deadline = start + (d.timeoutMs ?? 1200);
-      await Promise.race([channel.flush(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref?.())]);
-      if (placement.role !== 'writer') return;
-      for (;;) {
-        const now = Date.now();
-        // At least quietMs from now: what PM2 queued just before it stopped this process may be on its way.
-        const quietFor = now - Math.max(h.lastReceived, start);
-        if (quietFor >= quietMs || now >= deadline) return;
-        await new Promise((r) => setTimeout(r, Math.min(quietMs - quietFor, deadline - now) + 1));
-      }
-    },
-    close(): void {
-      if (closed) return;
-      sendGathered();
-      closed = true;
-      if (placement.role === 'writer' && h.handlers.has(name)) {
-        h.handlers.delete(name);
-        unlisten(h);
-      }
-    },
+    stats: c.stats,
+    send: (record) => c.send(record),
+    flush: () => c.flush(),
+    drain: (d) => c.drain(d),
+    close: () => c.close(),
   };
-  return channel;
+}
+
+/** The writer's side of a channel: records delivered for `name` (and those that came before it opened) go to `receive`. */
+function receiveOnWriter(h: Hub, name: string, placement: Placement, opts: ChannelOptions, receive: (record: unknown) => void): void {
+  if (h.handlers.has(name)) throw new Error(`pm2-scoped-intercom/client: channel "${name}" is already open in this process; give each one its own name (the channel option)`);
+  if (placement.instance === undefined) warnOnce(h, 'no-instance', placement.reason);
+  h.handlers.set(name, receive);
+  listen(h);
+  // Records that came before this channel opened, in order.
+  const mine = h.pending.filter((e) => e.ch === name);
+  if (mine.length > 0) {
+    const rest = h.pending.filter((e) => e.ch !== name);
+    h.pending.length = 0;
+    h.pending.push(...rest);
+    for (const e of mine) receive(e.r);
+  }
+  if (opts.announceReady !== false) announceReady(opts);
+}
+
+function batchBound(option: string, value: number): number {
+  if (!(Number.isFinite(value) && value >= 0)) throw new TypeError(`Expected \`${option}\` to be a finite number >= 0, got \`${value}\` (${typeof value})`);
+  return value;
+}
+
+/** One channel's records: written here, or gathered into batches and sent to the writer. */
+class ChannelCore<T> {
+  readonly stats: ChannelStats = { sent: 0, packets: 0, received: 0, written: 0, sendErrors: 0 };
+  readonly #h: Hub;
+  readonly #name: string;
+  readonly #placement: Placement;
+  readonly #write: WriteFn<T>;
+  readonly #maxBytes: number;
+  readonly #maxMs: number;
+  readonly #batchMode: boolean | 'auto';
+  #pendingSends = 0;
+  #flushWaiters: (() => void)[] = [];
+  #closed = false;
+  /** Records gathered for the next batch (a sender's), and their estimated size. */
+  #gathered: unknown[] = [];
+  #gatheredBytes = 0;
+  #timer: ReturnType<typeof setTimeout> | ReturnType<typeof setImmediate> | undefined;
+
+  constructor(h: Hub, name: string, placement: Placement, write: WriteFn<T>, opts: ChannelOptions) {
+    this.#h = h;
+    this.#name = name;
+    this.#placement = placement;
+    this.#write = write;
+    this.#maxBytes = batchBound('batchMaxBytes', opts.batchMaxBytes ?? DEFAULT_BATCH_MAX_BYTES);
+    this.#maxMs = batchBound('batchMaxMs', opts.batchMaxMs ?? DEFAULT_BATCH_MAX_MS);
+    this.#batchMode = opts.batch ?? 'auto';
+  }
+
+  /** A record the module delivered (writer). */
+  receive(record: T): void {
+    this.stats.received++;
+    this.#writeHere(record);
+  }
+
+  send(record: T): void {
+    if (this.#placement.role !== 'sender' || this.#closed) {
+      this.#writeHere(record);
+      return;
+    }
+    const r = record === undefined ? null : record;
+    this.stats.sent++;
+    if (!this.#batching()) {
+      // What 0.1.0 and 0.2.0 take: one record per packet (after any batch gathered before).
+      this.#sendGathered();
+      this.#sendPacket({ ch: this.#name, r }, [r]);
+      return;
+    }
+    const size = approxSize(r);
+    // A record that would take the batch past the bound starts the next one (one bigger than
+    // the bound goes alone).
+    if (this.#gathered.length > 0 && this.#gatheredBytes + size > this.#maxBytes) this.#sendGathered();
+    this.#gathered.push(r);
+    this.#gatheredBytes += size;
+    if (this.#gatheredBytes >= this.#maxBytes) this.#sendGathered();
+    else if (this.#timer === undefined) this.#timer = this.#maxMs === 0 ? setImmediate(() => this.#sendGathered()) : setTimeout(() => this.#sendGathered(), this.#maxMs);
+  }
+
+  flush(): Promise<void> {
+    this.#sendGathered();
+    if (this.#pendingSends === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#flushWaiters.push(resolve));
+  }
+
+  async drain(d: DrainOptions = {}): Promise<void> {
+    const quietMs = d.quietMs ?? 300;
+    const start = Date.now();
+    const deadline = start + (d.timeoutMs ?? 1200);
+    await Promise.race([this.flush(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref?.())]);
+    if (this.#placement.role !== 'writer') return;
+    for (;;) {
+      const now = Date.now();
+      // At least quietMs from now: what PM2 queued just before it stopped this process may be on its way.
+      const quietFor = now - Math.max(this.#h.lastReceived, start);
+      if (quietFor >= quietMs || now >= deadline) return;
+      await new Promise((r) => setTimeout(r, Math.min(quietMs - quietFor, deadline - now) + 1));
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#sendGathered();
+    this.#closed = true;
+    if (this.#placement.role === 'writer' && this.#h.handlers.has(this.#name)) {
+      this.#h.handlers.delete(this.#name);
+      unlisten(this.#h);
+    }
+  }
+
+  #batching(): boolean {
+    return !(this.#maxBytes === 0 || this.#batchMode === false || (this.#batchMode === 'auto' && !moduleTakesBatches(this.#h)));
+  }
+
+  #writeHere(record: T): void {
+    this.stats.written++;
+    try {
+      this.#write(record);
+    } catch (err) {
+      warnOnce(this.#h, `write-error:${this.#name}`, `channel "${this.#name}": write() threw: ${(err as Error)?.stack ?? String(err)} (further errors are not reported)`);
+    }
+  }
+
+  #sendGathered(): void {
+    if (this.#timer !== undefined) {
+      if (this.#maxMs === 0) clearImmediate(this.#timer as ReturnType<typeof setImmediate>);
+      else clearTimeout(this.#timer as ReturnType<typeof setTimeout>);
+      this.#timer = undefined;
+    }
+    if (this.#gathered.length === 0) return;
+    const b = this.#gathered;
+    this.#gathered = [];
+    this.#gatheredBytes = 0;
+    this.#sendPacket({ ch: this.#name, b }, b);
+  }
+
+  /** One packet to the module; on failure its records are written here, in order. */
+  #sendPacket(data: Envelope | BatchEnvelope, records: unknown[]): void {
+    this.#pendingSends++;
+    this.stats.packets++;
+    trySend(this.#h, { topic: LOG_TOPIC, data }, (err) => {
+      this.#pendingSends--;
+      if (err) {
+        this.stats.sent -= records.length;
+        this.stats.packets--;
+        this.stats.sendErrors++;
+        warnOnce(this.#h, `send-error:${this.#name}`, `channel "${this.#name}": cannot send to the writer (${err.message}); writing such records locally`);
+        for (const r of records) this.#writeHere(r as T);
+      }
+      this.#settle();
+    });
+  }
+
+  #settle(): void {
+    if (this.#pendingSends === 0 && this.#flushWaiters.length > 0) {
+      const w = this.#flushWaiters;
+      this.#flushWaiters = [];
+      for (const f of w) f();
+    }
+  }
 }

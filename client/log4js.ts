@@ -19,9 +19,8 @@
  * On the wire an event whose data and context are plain values (strings, finite numbers,
  * booleans, null: most log calls) is a small object of its fields; any other event is
  * `loggingEvent.serialise()`, read back with `LoggingEvent.deserialise`, as log4js's own cluster
- * mode does (it keeps Errors, cycles, undefined, NaN). flatted, which those use, costs far more
- * than the JSON PM2 does anyway (measured on the 2-core machine, under load: 163 us to serialise
- * and 95 us to deserialise a one-string event, against 15 us for both ends of the plain form).
+ * mode does (it keeps Errors, cycles, undefined, NaN). flatted, which those use, costs more than ten
+ * times the plain form (figures: docs/architecture-notes.md).
  *
  * Does not load log4js itself: log4js loads this file and passes what it needs to `configure`.
  */
@@ -99,7 +98,6 @@ function log4jsModule<T>(file: string, test: (m: T | undefined) => boolean): T {
       if (test(m)) return m as T;
     }
   }
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
   return require(`log4js/lib/${file}`) as T;
 }
 
@@ -177,17 +175,11 @@ function safeValue(d: unknown): unknown {
   }
 }
 
+type FindAppender = (name: string) => AppenderFn | false | undefined;
+
 /** log4js's custom appender entry point: called on every process (with `disableClustering: true`). */
-export function configure(
-  config: IntercomAppenderConfig,
-  _layouts?: unknown,
-  findAppender?: (name: string) => AppenderFn | false | undefined,
-  levels?: unknown,
-): AppenderFn {
-  if (!config || !Array.isArray(config.appenders) || config.appenders.length === 0 || !config.appenders.every((a) => typeof a === 'string')) {
-    throw new TypeError(`pm2-scoped-intercom/log4js: expected \`appenders\` to be a non-empty array of appender names, got \`${JSON.stringify(config?.appenders)}\` (${typeof config?.appenders})`);
-  }
-  if (typeof findAppender !== 'function') throw new TypeError('pm2-scoped-intercom/log4js: configure() must be called by log4js (findAppender missing)');
+export function configure(config: IntercomAppenderConfig, _layouts?: unknown, findAppender?: FindAppender, levels?: unknown): AppenderFn {
+  checkConfig(config, findAppender);
   const names = config.appenders;
   const channelName = config.channel ?? `log4js:${names.join(',')}`;
 
@@ -195,53 +187,80 @@ export function configure(
   // shutdown still drains); records on their way are taken by this one.
   open.get(channelName)?.close();
 
-  let inner: AppenderFn[] | undefined;
-  /** Created on first use: at once on the writer, in a sender only if a record cannot be sent. */
-  const appenders = (): AppenderFn[] => {
-    if (!inner) {
-      inner = names.map((n) => {
-        const a = findAppender(n);
-        if (typeof a !== 'function') throw new Error(`pm2-scoped-intercom/log4js: appender "${n}" (in appenders) is not defined in the log4js config`);
-        return a;
-      });
-      // log4js shuts every appender down at once: the wrapped ones wait until this one has
-      // taken what is still on its way.
-      for (const a of inner) {
-        const own = a.shutdown;
-        if (typeof own === 'function') a.shutdown = (done) => void drained.then(() => own.call(a, done));
-      }
-    }
-    return inner;
-  };
-  const writeEvent = (event: LoggingEventLike): void => {
-    for (const a of appenders()) a(event);
-  };
-
   let finishDrain: () => void = () => {};
   const drained = new Promise<void>((resolve) => (finishDrain = resolve));
+  const wrapped = new WrappedAppenders(names, findAppender, drained);
 
   const { appenders: _names, type: _type, quietMs, timeoutMs, ...opts } = config;
   const lv = levels && typeof (levels as LevelsLike).getLevel === 'function' ? (levels as LevelsLike) : undefined;
   const channel = openChannel<WireEvent>(
     (w) => {
       const event = fromWireEvent(w, lv);
-      if (event) writeEvent(event);
+      if (event) wrapped.write(event);
     },
     { ...opts, channel: channelName },
   );
   open.set(channelName, channel);
-  if (channel.isWriter) appenders();
+  if (channel.isWriter) wrapped.get();
 
   const appender: AppenderFn = (event) => {
-    if (channel.isWriter) writeEvent(event);
+    if (channel.isWriter) wrapped.write(event);
     else channel.send(toWireEvent(event));
   };
-  appender.shutdown = (done) => {
+  appender.shutdown = shutdownOf(channel, { quietMs, timeoutMs }, finishDrain);
+  Object.defineProperty(appender, 'role', { value: channel.role as Role, enumerable: false });
+  return appender;
+}
+
+function checkConfig(config: IntercomAppenderConfig, findAppender: FindAppender | undefined): asserts findAppender is FindAppender {
+  if (!config || !Array.isArray(config.appenders) || config.appenders.length === 0 || !config.appenders.every((a) => typeof a === 'string')) {
+    throw new TypeError(`pm2-scoped-intercom/log4js: expected \`appenders\` to be a non-empty array of appender names, got \`${JSON.stringify(config?.appenders)}\` (${typeof config?.appenders})`);
+  }
+  if (typeof findAppender !== 'function') throw new TypeError('pm2-scoped-intercom/log4js: configure() must be called by log4js (findAppender missing)');
+}
+
+/** The appenders this one wraps, created on first use: at once on the writer, in a sender only if a record cannot be sent. */
+class WrappedAppenders {
+  readonly #names: string[];
+  readonly #find: FindAppender;
+  readonly #drained: Promise<void>;
+  #inner: AppenderFn[] | undefined;
+
+  constructor(names: string[], find: FindAppender, drained: Promise<void>) {
+    this.#names = names;
+    this.#find = find;
+    this.#drained = drained;
+  }
+
+  get(): AppenderFn[] {
+    if (this.#inner) return this.#inner;
+    this.#inner = this.#names.map((n) => {
+      const a = this.#find(n);
+      if (typeof a !== 'function') throw new Error(`pm2-scoped-intercom/log4js: appender "${n}" (in appenders) is not defined in the log4js config`);
+      return a;
+    });
+    // log4js shuts every appender down at once: the wrapped ones wait until this one has
+    // taken what is still on its way.
+    for (const a of this.#inner) {
+      const own = a.shutdown;
+      if (typeof own === 'function') a.shutdown = (done) => void this.#drained.then(() => own.call(a, done));
+    }
+    return this.#inner;
+  }
+
+  write(event: LoggingEventLike): void {
+    for (const a of this.get()) a(event);
+  }
+}
+
+/** log4js's shutdown of this appender: drain the channel, close it, then let the wrapped appenders shut down. */
+function shutdownOf(channel: Channel<WireEvent>, drain: { quietMs?: number; timeoutMs?: number }, finishDrain: () => void): NonNullable<AppenderFn['shutdown']> {
+  return (done) => {
     channel
-      .drain({ quietMs, timeoutMs })
+      .drain(drain)
       .then(() => {
         channel.close();
-        if (open.get(channelName) === channel) open.delete(channelName);
+        if (open.get(channel.name) === channel) open.delete(channel.name);
         finishDrain();
         done();
       })
@@ -250,8 +269,6 @@ export function configure(
         done(err);
       });
   };
-  Object.defineProperty(appender, 'role', { value: channel.role as Role, enumerable: false });
-  return appender;
 }
 
 export { LOG_TOPIC, READY_TOPIC, detect, isWriter, announceReady } from './index';

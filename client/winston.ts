@@ -24,7 +24,6 @@ type WinstonModule = {
 function loadWinston(): WinstonModule {
   try {
     // The user's winston (a peer dependency): its Transport base, so `instanceof` and piping work.
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
     return require('winston') as WinstonModule;
   } catch (err) {
     throw new Error(`pm2-scoped-intercom/winston needs winston 3: npm install winston (${(err as Error).message})`);
@@ -91,8 +90,7 @@ export class IntercomTransport extends winston.Transport {
    * Records waiting for an inner transport that asked to wait (its write() returned false), in
    * order. A batch hands hundreds of records over in one turn: written regardless, winston's
    * File transport adds a 'drain' listener per record while its stream is full, and each drain
-   * then re-runs them all (measured: 40,000 delivered records took 29 s and 316 us each of CPU,
-   * and lines were lost at shutdown; with this queue 0.6 s and 16 us each, on the 2-core machine).
+   * then re-runs them all: slow, and lines were lost at shutdown (figures: docs/architecture-notes.md).
    */
   readonly #backlog = new Map<TransportStream, Record<string | symbol, unknown>[]>();
   #backlogEmpty: (() => void)[] = [];

@@ -74,8 +74,8 @@ export function openRpcChannel(address: string, opts: RpcChannelOptions = {}, ti
   });
 }
 
-/** The channel over a connected socket (exported for tests). */
-export function rpcChannel(sock: net.Socket, opts: RpcChannelOptions = {}): RpcChannel {
+/** The channel over a connected socket. */
+function rpcChannel(sock: net.Socket, opts: RpcChannelOptions = {}): RpcChannel {
   const probe = opts.probe !== false;
   // Call ids: unique on this connection (the daemon answers each call with its id).
   const prefix = `pm2si-${process.pid}:`;

@@ -12,8 +12,7 @@
  * through the deprecated `new Buffer()` (a deprecation check each time), copies it again into the
  * frame, and decodes every answer whole. sendDataToProcessId answers with the whole packet echoed
  * back (`{ success: true, data: packet }`), so that decode parses every log line a second time for
- * nothing. Measured in one process: 6.4 us to encode a 300-byte log4js line's call and 3.3 us to
- * decode its answer with PM2's client, 3.3 us and 0.5 us here.
+ * nothing (figures: docs/architecture-notes.md).
  */
 
 /** amp's version nibble (amp 0.3: `version << 4 | argc`). */

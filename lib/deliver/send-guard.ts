@@ -1,38 +1,14 @@
 /**
  * The send guard: keeps PM2's daemon alive where the module cannot read `/proc` (macOS, Windows,
- * locked-down containers, or `proc_checks=off`).
- *
- * Why: PM2 writes a send into the worker's IPC channel and answers "success" at once. When the
- * channel has just closed (the worker died, PM2 has not handled its exit yet), the write fails
- * later, as an `'error'` event on the worker. PM2 listens for the first such error only
- * (`clu.once('error')` in lib/God.js, which logs it); a second one is an uncaught exception that
- * takes the daemon and every app down. With /proc the module sees a dying worker before it sends
- * (liveness.ts); without it, it cannot, so it must learn whether each send failed before it makes
- * the next.
- *
- * How: PM2 logs that first error (`console.error(err.stack)`) and its console is published on the
- * bus as a `log:PM2` event in the same step. After each accepted send the guard posts a fence
- * (`process.send` of its own, which PM2 puts on the same bus as a `process:msg`) and sends nothing
- * more until the fence comes back. The daemon handled our send, and the error it raised, before
- * the fence (the fence was posted after PM2's answer), and the bus keeps order: an error line that
- * came before the fence is this send's. Then the send counts as failed (not delivered: the packet
- * is held again), and nothing more goes to that pm_id until PM2 reports its exit (or a new
- * generation). One send at a time for the whole module: so an error is never in doubt between
- * two targets.
- *
- * The same order tells a reload's swap, which the module otherwise sees in the daemon's /proc
- * children: PM2 logs "App [name:id] starting in -cluster mode-" in the step that forks the new
- * process. Every send whose fence came back before that line went to the old process; the one in
- * flight when it comes is in doubt (the outbox judges it from PM2's pm_uptime, as with /proc); and
- * nothing more goes to that pm_id until PM2 says the new process is online.
- *
- * The cost is a round trip through the bus per send; the figures are in the README.
+ * locked-down containers, or `proc_checks=off`). PM2 survives one failed write into a worker's
+ * closed IPC channel and dies of the second; without /proc a dying worker cannot be seen before a
+ * send, so each send waits until PM2's bus has shown whether it failed (a fence, below) before the
+ * next one goes. The mechanism and its cost: docs/architecture-notes.md and the README.
  */
 import type { BusHandlers, Pm2Client } from '../intake/pm2-client';
-import type { SendDone, SendFn } from '../shared/packet';
+import type { SendDone } from '../shared/packet';
 import { realTimers, type Timers } from '../shared/clock';
 import { FENCE_TOPIC } from '../shared/protocol';
-
 
 /** What a failed IPC write to a worker looks like in PM2's log (Node's error stacks). */
 const CHANNEL_ERROR = /ERR_IPC_CHANNEL_CLOSED|Channel closed|EPIPE|ECONNRESET|ENOTCONN|ERR_IPC_DISCONNECTED/;
@@ -79,109 +55,145 @@ export interface SendGuardStats {
  * subscription keeps the guard informed (fences, PM2's error lines, exits).
  */
 export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client & { guard: () => SendGuardStats } {
-  const timers: Timers = opts.timers ?? realTimers;
-  const runId = opts.runId ?? `${process.pid}-${Date.now().toString(36)}`;
-  const queue: Pending[] = [];
-  /** pm_ids whose channel closed: sent nothing until PM2 says it handled the exit. */
-  const blocked = new Set<number>();
-  let current: Pending | undefined;
+  const guard = new SendGuard(client, opts);
+  return {
+    ...client,
+    send: (pmId, topic, data, done) => guard.send(pmId, topic, data, done),
+    subscribe: (handlers: BusHandlers) => client.subscribe(guard.watch(handlers)),
+    guard: () => guard.stats(),
+  };
+}
+
+/** The nonce of a fence echoed on the bus (null when it has none), undefined for any other packet. */
+function fenceNonce(packet: unknown): unknown {
+  const raw = (packet as { raw?: { topic?: unknown; data?: { nonce?: unknown } } } | null)?.raw;
+  return raw !== null && typeof raw === 'object' && raw.topic === FENCE_TOPIC ? (raw.data?.nonce ?? null) : undefined;
+}
+
+/** Events by which PM2 says it handled an exit (or started anew): its table no longer holds the dead channel. */
+const UNBLOCKING_EVENTS = new Set<unknown>(['exit', 'online', 'delete', 'stop']);
+
+/** One send in flight for the whole module: so an error line is never in doubt between two targets. */
+class SendGuard {
+  readonly #client: Pm2Client;
+  readonly #post: SendGuardOptions['post'];
+  readonly #timers: Timers;
+  /** Distinguishes this run's fences from an earlier run's. */
+  readonly #runId: string;
+  readonly #queue: Pending[] = [];
+  /** pm_ids whose channel closed (or got a new process): sent nothing until PM2 reports it. */
+  readonly #blocked = new Set<number>();
+  #current: Pending | undefined;
   /** The fence we wait for, undefined while PM2's answer is awaited (or when idle). */
-  let fence: string | undefined;
-  let fenceTimer: unknown;
-  let errorSeen = false;
-  let seq = 0;
-  let caught = 0;
-  let fenceRetries = 0;
-  let swaps = 0;
+  #fence: string | undefined;
+  #fenceTimer: unknown;
+  #errorSeen = false;
+  #seq = 0;
+  #caught = 0;
+  #fenceRetries = 0;
+  #swaps = 0;
 
-  const postFence = (): void => {
-    fence = `${runId}:${++seq}`;
-    fenceTimer = timers.setTimeout(() => {
-      fenceRetries++;
-      postFence();
-    }, FENCE_RETRY_MS);
-    opts.post({ topic: FENCE_TOPIC, data: { nonce: fence } });
-  };
+  constructor(client: Pm2Client, opts: SendGuardOptions) {
+    this.#client = client;
+    this.#post = opts.post;
+    this.#timers = opts.timers ?? realTimers;
+    this.#runId = opts.runId ?? `${process.pid}-${Date.now().toString(36)}`;
+  }
 
-  const finish = (err: Error | null): void => {
-    const p = current as Pending;
-    current = undefined;
-    fence = undefined;
-    p.done(err, p.swapped);
-    next();
-  };
+  send(pmId: number, topic: string, data: unknown, done: SendDone): void {
+    this.#queue.push({ pmId, topic, data, done });
+    this.#next();
+  }
 
-  const next = (): void => {
-    while (current === undefined && queue.length > 0) {
-      const p = queue.shift() as Pending;
-      if (blocked.has(p.pmId)) {
+  /** The handlers to subscribe with: fences are taken out, PM2's lines and events watched, the rest passed on. */
+  watch(handlers: BusHandlers): BusHandlers {
+    return {
+      message: (packet) => {
+        const nonce = fenceNonce(packet);
+        if (nonce === undefined) return handlers.message(packet);
+        this.#onFence(nonce);
+      },
+      event: (packet) => {
+        this.#onEvent(packet);
+        handlers.event(packet);
+      },
+      pm2Log: (packet) => {
+        const text = (packet as { data?: unknown } | null)?.data;
+        if (typeof text === 'string') this.#onPm2Line(text);
+        handlers.pm2Log?.(packet);
+      },
+    };
+  }
+
+  stats(): SendGuardStats {
+    return { caught: this.#caught, fenceRetries: this.#fenceRetries, blocked: [...this.#blocked], swaps: this.#swaps };
+  }
+
+  #next(): void {
+    while (this.#current === undefined && this.#queue.length > 0) {
+      const p = this.#queue.shift() as Pending;
+      if (this.#blocked.has(p.pmId)) {
         // Answered later, like PM2's own answers: the caller may still be in its send loop.
         const err = new Error(`Process with ID <${p.pmId}> offline: its IPC channel closed or PM2 started a new process under it; waiting for PM2 to report it`);
         queueMicrotask(() => p.done(err));
         continue;
       }
-      current = p;
-      errorSeen = false;
-      client.send(p.pmId, p.topic, p.data, (err, swapped) => {
-        if (current !== p) return;
-        if (err) return finish(err);
+      this.#current = p;
+      this.#errorSeen = false;
+      this.#client.send(p.pmId, p.topic, p.data, (err, swapped) => {
+        if (this.#current !== p) return;
+        if (err) return this.#finish(err);
         p.swapped = swapped;
-        postFence();
+        this.#postFence();
       });
     }
-  };
+  }
 
-  const onFence = (nonce: unknown): void => {
-    if (current === undefined || fence === undefined || nonce !== fence) return; // an older one
-    timers.clearTimeout(fenceTimer);
-    if (!errorSeen) return finish(null);
-    caught++;
-    blocked.add(current.pmId);
-    finish(new Error(`Channel closed: PM2 could not write to pm_id ${current.pmId} (its IPC channel had closed)`));
-  };
+  /** Posted after PM2's answer: PM2 handled our send, and logged its error if any, before the fence comes back. */
+  #postFence(): void {
+    this.#fence = `${this.#runId}:${++this.#seq}`;
+    this.#fenceTimer = this.#timers.setTimeout(() => {
+      this.#fenceRetries++;
+      this.#postFence();
+    }, FENCE_RETRY_MS);
+    this.#post({ topic: FENCE_TOPIC, data: { nonce: this.#fence } });
+  }
 
-  const send: SendFn = (pmId, topic, data, done) => {
-    queue.push({ pmId, topic, data, done });
-    next();
-  };
+  /** The bus keeps order: a channel error seen before the fence is this send's. */
+  #onFence(nonce: unknown): void {
+    const p = this.#current;
+    if (p === undefined || this.#fence === undefined || nonce !== this.#fence) return; // an older one
+    this.#timers.clearTimeout(this.#fenceTimer);
+    if (!this.#errorSeen) return this.#finish(null);
+    this.#caught++;
+    this.#blocked.add(p.pmId);
+    this.#finish(new Error(`Channel closed: PM2 could not write to pm_id ${p.pmId} (its IPC channel had closed)`));
+  }
 
-  const isFence = (packet: unknown): unknown => {
-    const raw = (packet as { raw?: { topic?: unknown; data?: { nonce?: unknown } } } | null)?.raw;
-    return raw !== null && typeof raw === 'object' && raw.topic === FENCE_TOPIC ? (raw.data?.nonce ?? null) : undefined;
-  };
+  #finish(err: Error | null): void {
+    const p = this.#current as Pending;
+    this.#current = undefined;
+    this.#fence = undefined;
+    p.done(err, p.swapped);
+    this.#next();
+  }
 
-  return {
-    ...client,
-    send,
-    subscribe: (handlers: BusHandlers) =>
-      client.subscribe({
-        message(packet) {
-          const nonce = isFence(packet);
-          if (nonce === undefined) return handlers.message(packet);
-          onFence(nonce);
-        },
-        event(packet) {
-          const p = packet as { event?: unknown; process?: { pm_id?: unknown } } | null;
-          const id = p?.process?.pm_id;
-          // PM2 handled the exit (or started anew): its table no longer sends to the dead channel.
-          if (typeof id === 'number' && blocked.has(id) && (p?.event === 'exit' || p?.event === 'online' || p?.event === 'delete' || p?.event === 'stop')) blocked.delete(id);
-          handlers.event(packet);
-        },
-        pm2Log(packet) {
-          const text = (packet as { data?: unknown } | null)?.data;
-          if (typeof text === 'string') {
-            if (current !== undefined && CHANNEL_ERROR.test(text)) errorSeen = true;
-            const started = STARTING.exec(text);
-            if (started) {
-              // A new process under this pm_id from now on; it may not listen yet.
-              const id = Number(started[2]);
-              if (!blocked.has(id)) swaps++;
-              blocked.add(id);
-            }
-          }
-          handlers.pm2Log?.(packet);
-        },
-      }),
-    guard: () => ({ caught, fenceRetries, blocked: [...blocked], swaps }),
-  };
+  #onEvent(packet: unknown): void {
+    const p = packet as { event?: unknown; process?: { pm_id?: unknown } } | null;
+    const id = p?.process?.pm_id;
+    if (typeof id === 'number' && this.#blocked.has(id) && UNBLOCKING_EVENTS.has(p?.event)) this.#blocked.delete(id);
+  }
+
+  /**
+   * A line of PM2's own console: a failed write (for the send in flight), or a new process under a
+   * pm_id (which may not listen yet: the send in flight is in doubt, nothing more until it is online).
+   */
+  #onPm2Line(text: string): void {
+    if (this.#current !== undefined && CHANNEL_ERROR.test(text)) this.#errorSeen = true;
+    const started = STARTING.exec(text);
+    if (!started) return;
+    const id = Number(started[2]);
+    if (!this.#blocked.has(id)) this.#swaps++;
+    this.#blocked.add(id);
+  }
 }

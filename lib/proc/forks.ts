@@ -1,21 +1,19 @@
 /**
  * Has PM2 put a new process under a pm_id? Read from the daemon's list of children
- * (`/proc/<daemon>/task/<daemon>/children`, one `pread` through a kept descriptor per check).
+ * (`/proc/<daemon>/task/<daemon>/children`, through a kept descriptor: descriptors.ts).
  *
- * Why: `pm2 reload` parks the old worker (alive, as `_old_<id>`) and forks the new one under the
- * same pm_id in one synchronous step of the daemon, and says nothing on the bus until the new one
- * is `online`, which can reach us half a second later on a busy machine. What PM2 hands the new
- * process in between is lost while it starts, and heard once its app listens: whether a packet was
- * heard cannot be known from outside. The fork shows in the daemon's children at once, before the
- * daemon can hand the new process anything, so checking before every send (one send in flight)
- * means nothing but the send in flight at the fork goes to a process we did not know.
+ * Why: `pm2 reload` forks the new worker under the old pm_id (the old one parked, alive) and says
+ * nothing on the bus until the new one is `online`, which can come much later; what PM2 hands it in
+ * between may be lost. The fork shows in the daemon's children at once, so checking before every
+ * send means only the send in flight at the fork can reach a process we did not know.
  *
- * A new child is matched to its pm_id once, from its environment: PM2 passes cluster workers a
- * `pm2_env` JSON and fork-mode processes a `pm_id` variable. Its start time (`/proc/<pid>/stat`)
- * tells it from the parked old worker, which has the same pm_id. Where there is no such file
- * (not Linux, or a kernel without it), nothing is ever reported.
+ * A new child is matched to its pm_id once, from its environment (cluster workers get a `pm2_env`
+ * JSON, fork-mode processes a `pm_id` variable); its start time tells it from the parked old
+ * worker. Where there is no such file (not Linux, or a kernel without it), nothing is reported.
  */
 import fs from 'node:fs';
+import { Descriptors } from './descriptors';
+import { startTime } from './stat';
 
 export interface Newcomers {
   /** The pid of a process PM2 started for `pmId` after `knownPid` started, if there is one. */
@@ -34,12 +32,6 @@ interface Child {
   pmId: number | undefined;
   start: number;
   tries: number;
-}
-
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), NaN when unreadable. */
-function startTime(statText: string): number {
-  const fields = statText.slice(statText.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[19]);
 }
 
 /** The pm_id PM2 gave a process, from its environment block (NUL-separated). */
@@ -64,100 +56,114 @@ export function pmIdFromEnviron(environ: string): number | undefined {
 export const NO_NEWCOMERS: Newcomers = Object.freeze({ after: () => undefined, forked: () => undefined });
 
 export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/proc'): Newcomers {
-  let fd: number;
+  const children = new Descriptors<number>(4096);
   try {
-    fd = fs.openSync(`${procRoot}/${daemonPid}/task/${daemonPid}/children`, 'r');
+    children.open(daemonPid, `${procRoot}/${daemonPid}/task/${daemonPid}/children`);
   } catch {
     return NO_NEWCOMERS;
   }
-  let buf = Buffer.alloc(4096);
-  let last = Buffer.alloc(0);
-  const children = new Map<number, Child>();
+  return new DaemonChildren(procRoot, () => children.read(daemonPid));
+}
+
+/** A child read just before its exec shows the daemon's own environment: read again, this often. */
+const CLASSIFY_TRIES = 20;
+
+/** The daemon's children as last read, each matched to its pm_id once it can be. */
+class DaemonChildren implements Newcomers {
+  readonly #procRoot: string;
+  /** The children file as it reads now (throws when it cannot be read). */
+  readonly #readList: () => Buffer | undefined;
+  #lastList = Buffer.alloc(0);
+  readonly #children = new Map<number, Child>();
   /** Per pm_id, its most recently started child. */
-  const newest = new Map<number, { pid: number; start: number }>();
-  let unclassified = 0;
+  readonly #newest = new Map<number, { pid: number; start: number }>();
+  #unclassified = 0;
 
-  const classify = (pid: number, c: Child): void => {
-    c.tries++;
-    try {
-      c.start = startTime(fs.readFileSync(`${procRoot}/${pid}/stat`, 'latin1'));
-      c.pmId = pmIdFromEnviron(fs.readFileSync(`${procRoot}/${pid}/environ`, 'latin1'));
-    } catch {
-      c.pmId = undefined; // gone already, or not ours to read
+  constructor(procRoot: string, readList: () => Buffer | undefined) {
+    this.#procRoot = procRoot;
+    this.#readList = readList;
+  }
+
+  after(pmId: number, knownPid: number): number | undefined {
+    if (!(knownPid > 0)) return undefined;
+    this.#refresh();
+    const n = this.#newest.get(pmId);
+    if (!n || n.pid === knownPid) return undefined;
+    const known = this.#children.get(knownPid);
+    // The known process is not (or no longer) a child: the liveness check speaks for it.
+    if (!known || !(n.start > known.start)) return undefined;
+    return n.pid;
+  }
+
+  forked(pmId: number, knownPid: number): boolean | undefined {
+    if (!(knownPid > 0)) return undefined;
+    this.#refresh();
+    const known = this.#children.get(knownPid);
+    if (!known || Number.isNaN(known.start)) return undefined;
+    let verdict: boolean | undefined = false;
+    for (const [pid, c] of this.#children) {
+      if (pid === knownPid || !(c.start >= known.start)) continue;
+      if (c.pmId === pmId) return c.start > known.start ? true : undefined;
+      if (c.pmId === undefined) verdict = undefined;
     }
-  };
+    return verdict;
+  }
 
-  const rebuild = (): void => {
-    newest.clear();
-    unclassified = 0;
-    for (const [pid, c] of children) {
-      if (c.pmId === undefined) {
-        if (c.tries < 20) unclassified++;
-        continue;
-      }
-      const n = newest.get(c.pmId);
-      if (!n || c.start > n.start) newest.set(c.pmId, { pid, start: c.start });
-    }
-  };
-
-  const refresh = (): void => {
-    let n: number;
+  #refresh(): void {
+    let list: Buffer | undefined;
     try {
-      n = fs.readSync(fd, buf, 0, buf.length, 0);
-      while (n === buf.length) {
-        buf = Buffer.alloc(buf.length * 2);
-        n = fs.readSync(fd, buf, 0, buf.length, 0);
-      }
+      list = this.#readList();
     } catch {
       return;
     }
-    const same = n === last.length && buf.compare(last, 0, n, 0, n) === 0;
-    if (same && unclassified === 0) return;
-    if (!same) {
-      last = Buffer.from(buf.subarray(0, n));
-      const now = new Set<number>();
-      for (const word of last.toString('latin1').split(' ')) {
-        const pid = Number(word);
-        if (pid > 0) now.add(pid);
-      }
-      for (const pid of children.keys()) if (!now.has(pid)) children.delete(pid);
-      for (const pid of now) {
-        if (!children.has(pid)) {
-          const c: Child = { pmId: undefined, start: NaN, tries: 0 };
-          children.set(pid, c);
-          classify(pid, c);
-        }
-      }
+    if (list === undefined) return;
+    const same = list.equals(this.#lastList);
+    if (same && this.#unclassified === 0) return;
+    if (same) {
+      for (const [pid, c] of this.#children) if (c.pmId === undefined && c.tries < CLASSIFY_TRIES) this.#classify(pid, c);
     } else {
-      // A child read just before its exec shows the daemon's own environment: try again.
-      for (const [pid, c] of children) if (c.pmId === undefined && c.tries < 20) classify(pid, c);
+      this.#lastList = Buffer.from(list);
+      this.#update(this.#lastList);
     }
-    rebuild();
-  };
+    this.#rebuild();
+  }
 
-  return {
-    after(pmId, knownPid) {
-      if (!(knownPid > 0)) return undefined;
-      refresh();
-      const n = newest.get(pmId);
-      if (!n || n.pid === knownPid) return undefined;
-      const known = children.get(knownPid);
-      // The known process is not (or no longer) a child: the liveness check speaks for it.
-      if (!known || !(n.start > known.start)) return undefined;
-      return n.pid;
-    },
-    forked(pmId, knownPid) {
-      if (!(knownPid > 0)) return undefined;
-      refresh();
-      const known = children.get(knownPid);
-      if (!known || Number.isNaN(known.start)) return undefined;
-      let verdict: boolean | undefined = false;
-      for (const [pid, c] of children) {
-        if (pid === knownPid || !(c.start >= known.start)) continue;
-        if (c.pmId === pmId) return c.start > known.start ? true : undefined;
-        if (c.pmId === undefined) verdict = undefined;
+  /** Forgets children gone from `list`, and classifies the new ones. */
+  #update(list: Buffer): void {
+    const now = new Set<number>();
+    for (const word of list.toString('latin1').split(' ')) {
+      const pid = Number(word);
+      if (pid > 0) now.add(pid);
+    }
+    for (const pid of this.#children.keys()) if (!now.has(pid)) this.#children.delete(pid);
+    for (const pid of now) {
+      if (this.#children.has(pid)) continue;
+      const c: Child = { pmId: undefined, start: NaN, tries: 0 };
+      this.#children.set(pid, c);
+      this.#classify(pid, c);
+    }
+  }
+
+  #classify(pid: number, c: Child): void {
+    c.tries++;
+    try {
+      c.start = startTime(fs.readFileSync(`${this.#procRoot}/${pid}/stat`));
+      c.pmId = pmIdFromEnviron(fs.readFileSync(`${this.#procRoot}/${pid}/environ`, 'latin1'));
+    } catch {
+      c.pmId = undefined; // gone already, or not ours to read
+    }
+  }
+
+  #rebuild(): void {
+    this.#newest.clear();
+    this.#unclassified = 0;
+    for (const [pid, c] of this.#children) {
+      if (c.pmId === undefined) {
+        if (c.tries < CLASSIFY_TRIES) this.#unclassified++;
+        continue;
       }
-      return verdict;
-    },
-  };
+      const n = this.#newest.get(c.pmId);
+      if (!n || c.start > n.start) this.#newest.set(c.pmId, { pid, start: c.start });
+    }
+  }
 }

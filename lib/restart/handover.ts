@@ -21,7 +21,7 @@ import { FORMAT, readVersioned } from './versioned';
 
 /**
  * Timings, all under PM2's kill_timeout (package.json `apps`: 8000 ms) on the stop side. The bridge
- * loads pm2's API: on a loaded 2-core machine that took over 2 s (seen in the upgrade test).
+ * loads pm2's API, which can take seconds on a loaded machine (docs/architecture-notes.md).
  */
 const BRIDGE_START_MS = 4000;
 const MARKER_ECHO_MS = 1000;
@@ -31,7 +31,7 @@ const HANDOVER_WAIT_MS = 3000;
 /** The format of handover files (see versioned.ts). */
 export const HANDOVER_FORMAT = FORMAT;
 
-
+/** A marker the module posts on the bus to cut the stream at a restart (see the file's comment). */
 export interface Marker {
   kind: 'stop' | 'start';
   nonce: string;
@@ -46,6 +46,7 @@ export interface Marker {
 /** This version's handover protocol (see Marker.protocol). */
 export const PROTOCOL = 2;
 
+/** The marker a bus packet carries, if it is one. */
 export function markerOf(packet: unknown): Marker | undefined {
   const raw = (packet as { raw?: { topic?: unknown; data?: unknown } } | null)?.raw;
   if (!raw || typeof raw !== 'object' || raw.topic !== MARKER_TOPIC) return undefined;
@@ -54,10 +55,12 @@ export function markerOf(packet: unknown): Marker | undefined {
   return typeof d.protocol === 'number' ? { kind: d.kind, nonce: d.nonce, protocol: d.protocol } : { kind: d.kind, nonce: d.nonce };
 }
 
+/** The packet to `process.send` for a marker (a `start` one says this version's protocol). */
 export function markerPacket(kind: Marker['kind'], nonce: string): { topic: string; data: Marker } {
   return { topic: MARKER_TOPIC, data: kind === 'start' ? { kind, nonce, protocol: PROTOCOL } : { kind, nonce } };
 }
 
+/** A running bridge, as its bridge.json (or its command line) tells it. */
 export interface BridgeInfo {
   pid: number;
   /** The `stop` marker it waits for. */
@@ -66,13 +69,15 @@ export interface BridgeInfo {
   dir: string;
 }
 
+/** The files bridges and modules exchange in a state folder. */
 export const files = {
   bridge: (dir: string) => path.join(dir, 'bridge.json'),
   handover: (dir: string, nonce: string) => path.join(dir, `handover-${nonce}.json`),
   handoverPrefix: 'handover-',
 };
 
-export function readBridge(dir: string): BridgeInfo | undefined {
+/** The bridge announced in `dir`, if its process still runs. */
+function readBridge(dir: string): BridgeInfo | undefined {
   try {
     const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
     if (typeof info.pid !== 'number' || typeof info.nonce !== 'string') return undefined;
@@ -119,7 +124,7 @@ export function findBridge(dirs: string[], procRoot = '/proc'): BridgeInfo | und
  * Gate in front of the relay's bus handler for the new module: drop until our `start` marker,
  * then hold until the bridge's packets are in, then pass.
  */
-export class StartGate {
+class StartGate {
   #state: 'before' | 'holding' | 'open';
   readonly #nonce: string;
   readonly #held: unknown[] = [];
@@ -160,7 +165,7 @@ export class StartGate {
 }
 
 /** Gate for the old module: pass until our `stop` marker comes back, then drop. */
-export class StopGate {
+class StopGate {
   #stopped = false;
   #nonce: string | undefined;
 
@@ -186,7 +191,6 @@ export class StopGate {
     };
   }
 }
-
 
 export interface HandoverOptions {
   /** The state folder (where bridges announce themselves and leave their handover files). */

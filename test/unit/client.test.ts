@@ -244,6 +244,24 @@ describe('client: channels', () => {
     expect(() => openChannel(() => {}, { process: asProc(p) })).toThrow(/already open/);
   });
 
+  it('a bad batch bound is refused with the option, the value and its type, before the channel listens', () => {
+    const p = clusterProcess(0);
+    expect(() => openChannel(() => {}, { process: asProc(p), batchMaxBytes: -1 })).toThrow(/^Expected `batchMaxBytes` to be a finite number >= 0, got `-1` \(number\)$/);
+    expect(() => openChannel(() => {}, { process: asProc(p), batchMaxMs: NaN })).toThrow(/^Expected `batchMaxMs` to be a finite number >= 0, got `NaN` \(number\)$/);
+    expect(p.listenerCount('message')).toBe(0);
+    openChannel(() => {}, { process: asProc(p) }); // the name was not taken by the refused ones
+  });
+
+  it("a channel's methods work detached from it (const { send, flush } = channel)", async () => {
+    const p = clusterProcess(1);
+    const { send, flush, stats } = openChannel(() => {}, { process: asProc(p), batch: true });
+    send('a');
+    send('b');
+    await flush();
+    expect(p.logPackets()).toEqual([{ topic: LOG_TOPIC, data: { ch: 'default', b: ['a', 'b'] } }]);
+    expect(stats).toMatchObject({ sent: 2, packets: 1 });
+  });
+
   it('records for a channel the writer has not opened yet wait for it (bounded), in order', () => {
     const p = clusterProcess(0);
     const warnings: string[] = [];

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dyingOrDead, idleFrom, procLiveness } from '../../lib/proc/liveness';
+import { idleFrom, procLiveness } from '../../lib/proc/liveness';
 import { DEFAULTS, type Settings } from '../../lib/operator/settings';
 import { Relay } from '../../lib/relay';
 import { Reporter } from '../../lib/operator/reporter';
@@ -77,41 +77,7 @@ describe('procLiveness', () => {
   });
 });
 
-describe('dyingOrDead', () => {
-  /** A real stat line of this process, with the state, flags (field 9) and pending signals (field 31) set. */
-  function stat(state: string, flags: number, pending: number, name = 'node'): Buffer {
-    const real = fs.readFileSync('/proc/self/stat', 'latin1');
-    const fields = real.slice(real.lastIndexOf(')') + 2).trim().split(' ');
-    fields[0] = state;
-    fields[6] = String(flags);
-    fields[28] = String(pending);
-    return Buffer.from(`4242 (${name}) ${fields.join(' ')}\n`, 'latin1');
-  }
-  const dying = (b: Buffer) => dyingOrDead(b, b.length);
-
-  it('a running or sleeping process is alive; a zombie is dead', () => {
-    expect(dying(stat('S', 0x400000, 0))).toBe(false);
-    expect(dying(stat('R', 0x400040, 0))).toBe(false);
-    expect(dying(stat('Z', 0x40840c, 0))).toBe(true);
-  });
-
-  it('a process sent SIGKILL (kill -9, or a fatal SIGINT without handler) is dying before it is a zombie', () => {
-    // Seen on a starved process right after kill -9: state R, flags unchanged, SIGKILL pending.
-    expect(dying(stat('R', 0x400000, 256))).toBe(true);
-    // Other pending signals (SIGINT to an app with a handler: 2) are not fatal.
-    expect(dying(stat('S', 0x400000, 2))).toBe(false);
-  });
-
-  it('a process in its exit path (PF_EXITING) is dying: its fds close before it is a zombie', () => {
-    expect(dying(stat('R', 0x40040c, 0))).toBe(true);
-    expect(dying(stat('D', 0x4, 0))).toBe(true);
-  });
-
-  it('reads the fields after the last ")" of the name', () => {
-    expect(dying(stat('S', 0x400000, 0, 'a) Z 4 4'))).toBe(false);
-    expect(dying(stat('R', 0x400000, 256, 'we) S 0'))).toBe(true);
-  });
-
+describe('procLiveness and a fatal signal', () => {
   it('sees a real child gone at once after kill -9, before its exit is reaped', async () => {
     const live = procLiveness();
     const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });

@@ -12,9 +12,7 @@ import { configure, fromWireEvent, toWireEvent, type AppenderFn, type LoggingEve
 import { LOG_TOPIC, type ProcessLike } from '../../client/index';
 import { FakeAppProcess } from './fakes';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const LoggingEvent = require('log4js/lib/LoggingEvent');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const levels = require('log4js/lib/levels');
 
 const FakeProcess = FakeAppProcess;
