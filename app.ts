@@ -11,7 +11,7 @@ import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/opera
 import type { OutPacket } from './lib/shared/packet';
 import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/proc/liveness';
 import { daemonChildren, NO_NEWCOMERS } from './lib/proc/forks';
-import { createPm2Client } from './lib/intake/pm2-client';
+import { createPm2Client } from './lib/pm2/pm2-client';
 import { guardSends } from './lib/deliver/send-guard';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/operator/metrics';
 import { Relay } from './lib/relay';
@@ -19,7 +19,7 @@ import { Reporter } from './lib/operator/reporter';
 import { Spool } from './lib/hold/spool';
 import { openState, type OpenedState } from './lib/restart/state';
 import type { Settings } from './lib/operator/settings';
-import type { Pm2Client } from './lib/intake/pm2-client';
+import type { Pm2Client } from './lib/pm2/pm2-client';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */

@@ -17,7 +17,7 @@ import { HoldBuffer } from './hold/hold-buffer';
 import { sayHoldEvents, sayOutboxEvents, sayWriterEvents, type Listener } from './operator/announcements';
 import { newCounters, type Counters } from './shared/counters';
 import type { OutPacket } from './shared/packet';
-import type { Pm2Client } from './intake/pm2-client';
+import type { Pm2Client } from './pm2/pm2-client';
 import { Registry, splitAppKey, type Pm2Env, type TableChange } from './table/registry';
 import type { Reporter } from './operator/reporter';
 import { logTopicSet, route, type DropReason } from './intake/router';

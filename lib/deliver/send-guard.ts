@@ -5,7 +5,7 @@
  * send, so each send waits until PM2's bus has shown whether it failed (a fence, below) before the
  * next one goes. The mechanism and its cost: docs/architecture-notes.md and the README.
  */
-import type { BusHandlers, Pm2Client } from '../intake/pm2-client';
+import type { BusHandlers, Pm2Client } from '../pm2/pm2-client';
 import type { SendDone } from '../shared/packet';
 import { realTimers, type Timers } from '../shared/clock';
 import { FENCE_TOPIC } from '../shared/protocol';

@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Deque } from '../shared/deque';
 import { files, HANDOVER_FORMAT, markerOf } from './handover';
-import { createPm2Client, loadPm2 } from '../intake/pm2-client';
+import { createPm2Client, loadPm2 } from '../pm2/pm2-client';
 import { pidAlive, pm2Home } from '../shared/system';
 import { writeJsonAtomic } from './versioned';
 

@@ -30,7 +30,7 @@ export function sizeUp(packet: OutPacket): number {
 
 /**
  * A send's answer, called once per send, in send order. `swapped` (only from the module's own RPC
- * connection, deliver/rpc-channel.ts): whether PM2 handed the packet to a worker that a reload had
+ * connection, pm2/rpc-channel.ts): whether PM2 handed the packet to a worker that a reload had
  * just forked under the pm_id; undefined when unknown.
  */
 export type SendDone = (err: Error | null, swapped?: boolean) => void;

@@ -1,6 +1,6 @@
 /** Small fakes behind the module's own interfaces. */
 import { EventEmitter } from 'node:events';
-import type { Pm2Client, BusHandlers } from '../../lib/intake/pm2-client';
+import type { Pm2Client, BusHandlers } from '../../lib/pm2/pm2-client';
 import type { Pm2Env } from '../../lib/table/registry';
 import type { Timers } from '../../lib/shared/clock';
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createPm2Client, daemonPm2Root, loadPm2, normalizeEvents, type LoadedPm2 } from '../../lib/intake/pm2-client';
+import { createPm2Client, daemonPm2Root, loadPm2, normalizeEvents, type LoadedPm2 } from '../../lib/pm2/pm2-client';
 import { Registry } from '../../lib/table/registry';
 import { env } from './fakes';
 

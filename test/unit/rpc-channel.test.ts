@@ -4,9 +4,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer, swapAnswerOf } from '../../lib/deliver/rpc-frames';
-import { openRpcChannel, type RpcChannel } from '../../lib/deliver/rpc-channel';
-import { createPm2Client, type LoadedPm2 } from '../../lib/intake/pm2-client';
+import { answerError, encodeSendCall, FrameReader, stringArg, swapAnswer, swapAnswerOf } from '../../lib/pm2/rpc-frames';
+import { openRpcChannel, type RpcChannel } from '../../lib/pm2/rpc-channel';
+import { createPm2Client, type LoadedPm2 } from '../../lib/pm2/pm2-client';
 
 // PM2's own message codec (the one its client and daemon use), to check ours against.
 const requireHere = createRequire(__filename);

@@ -15,7 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SendFn } from '../shared/packet';
-import { openRpcChannel, type RpcChannel } from '../deliver/rpc-channel';
+import { openRpcChannel, type RpcChannel } from './rpc-channel';
 import type { Pm2Env } from '../table/registry';
 
 export interface BusHandlers {
