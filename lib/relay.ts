@@ -104,7 +104,7 @@ export class Relay {
       reporter: this.#reporter,
       settings: opts.settings,
       spool: opts.spool,
-      whyNoWriter: (key) => this.writers.whyNoWriter(key),
+      whyNoWriter: (key) => say.whyHeld(this.writers.waitOf(key)),
       holds: (key) => this.hold.has(key),
     };
     this.hold = new HoldBuffer({ bufferBytes: opts.settings.buffer_mb * 1048576, spool: opts.spool, counters: this.counters, events: sayHoldEvents(listener) });
@@ -231,7 +231,7 @@ export class Relay {
       this.writers.learnFiles(key);
       const { heldSince, held } = this.outbox.stats(key)!;
       if (heldSince !== 0 && now - heldSince >= HELD_WARN_AFTER_MS && held > 0) {
-        this.#reporter.diagnose(key, 'held', say.heldTooLong(held, now - heldSince, this.writers.whyNoWriter(key)));
+        this.#reporter.diagnose(key, 'held', say.heldTooLong(held, now - heldSince, say.whyHeld(this.writers.waitOf(key))));
       }
     }
   }

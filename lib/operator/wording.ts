@@ -9,6 +9,7 @@ import type { Election } from '../table/election';
 import { DEFAULT_INSTANCE_VAR, formatAppKey, type AppInfo, type ProcessInfo } from '../table/registry';
 import type { DropReason } from '../intake/router';
 import type { Vacancy } from '../proc/vacancy';
+import type { WriterWait } from '../table/writer-table';
 
 /** The hold buffer's bounds, as the operator set them. */
 export type Bounds = Pick<Settings, 'buffer_mb' | 'spool_mb'>;
@@ -52,6 +53,12 @@ export function whyNoWriter(app: AppInfo | undefined, procs: readonly ProcessInf
     `PM2 numbers instances per app name across namespaces, so an app name reused in a second namespace gets no instance ${writerInstance}. ` +
     `Fix: give the app a name of its own in each namespace, or pm2 set pm2-scoped-intercom:writer_instance <n> if your log4js writer is another number.`
   );
+}
+
+/** Why an app's packets wait (the end of the `held` and `buffer-full` diagnoses). */
+export function whyHeld(w: WriterWait): string {
+  if (w.unopened !== undefined && w.election?.writer !== undefined) return writerNotConfigured(w.election.writer, w.unopened);
+  return whyNoWriter(w.app, w.procs, w.election, w.writerInstance);
 }
 
 /** Why packets wait for a writer that is online and past `ready_delay` (writer-files.ts). */

@@ -10,7 +10,6 @@ import type { Settings } from '../operator/settings';
 import { electWriter, type Election } from './election';
 import type { Liveness } from '../proc/liveness';
 import type { Vacancy } from '../proc/vacancy';
-import * as say from '../operator/wording';
 import type { Newcomers } from '../proc/forks';
 import type { AppInfo, ProcessInfo, Registry } from './registry';
 import { FILES_WAIT_MS, FIRST_FILES_WAIT_MS, noWriterFiles, type WriterFiles } from './writer-files';
@@ -33,6 +32,16 @@ export interface SendGate {
    * event loop now, so it has read everything PM2 wrote into its pipe before?
    */
   caughtUp(pmId: number): boolean;
+}
+
+/** Why an app's packets wait, as the table knows it. */
+export interface WriterWait {
+  app: AppInfo | undefined;
+  procs: readonly ProcessInfo[];
+  election: Election | undefined;
+  /** The elected writer is online but has not opened these files yet (its logger is not configured). */
+  unopened: readonly string[] | undefined;
+  writerInstance: number;
 }
 
 /** What the writer table announces; the relay acts on it and words it. */
@@ -243,12 +252,15 @@ export class Writers implements SendGate {
     return undefined;
   }
 
-  /** Why an app's packets wait (the end of the `held` and `buffer-full` diagnoses). */
-  whyNoWriter(appKey: string): string {
+  /**
+   * The facts behind an app's wait (worded by operator/wording.ts `whyHeld`): the election, and the
+   * files its elected writer has not opened yet when that is what it waits for.
+   */
+  waitOf(appKey: string): WriterWait {
     const app = this.#registry.app(appKey);
-    const e = this.elect(appKey);
-    if (e?.writer !== undefined && this.#writer.get(appKey) === undefined) return say.writerNotConfigured(e.writer, this.#files.filesOf(appKey) ?? []);
-    return say.whyNoWriter(app, app ? this.#registry.processesOf(app) : [], e, this.#settings.writer_instance);
+    const election = this.elect(appKey);
+    const unopened = election?.writer !== undefined && this.#writer.get(appKey) === undefined ? (this.#files.filesOf(appKey) ?? []) : undefined;
+    return { app, procs: app ? this.#registry.processesOf(app) : [], election, unopened, writerInstance: this.#settings.writer_instance };
   }
 
   /** The app was deleted. */
