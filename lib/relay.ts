@@ -258,6 +258,7 @@ export class Relay {
   /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk). */
   heldPackets(): Record<string, OutPacket[]> {
     this.#spool?.close();
+    this.outbox.keepUnjudged();
     return this.hold.takeMemoryHeld();
   }
 

@@ -66,12 +66,29 @@ export class RecentSends<A> {
 
   /**
    * A new generation started at `startedAt`: take out every remembered send it received, per app
-   * in send order (the rest are forgotten: they reached the process we meant).
+   * in send order (the rest are forgotten: they reached the process we meant). `probeOnly`: only
+   * those the probe says went to a worker a reload had forked.
    */
-  reachedBy(startedAt: number): Map<A, OutPacket[]> {
+  reachedBy(startedAt: number, probeOnly = false): Map<A, OutPacket[]> {
+    return this.#take((r) => (!probeOnly || r.swapped === true) && reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork, r.swapped));
+  }
+
+  /** Take out the sends the probe says went to a worker a reload had forked, per app in send order. */
+  takeSwapped(): Map<A, OutPacket[]> {
+    const keep: Recent<A>[] = [];
+    const byApp = this.#take((r) => {
+      if (r.swapped !== true) keep.push(r);
+      return r.swapped === true;
+    });
+    for (const r of keep) this.#recent.push(r);
+    return byApp;
+  }
+
+  /** Empties the memory; returns, per app in send order, the packets of the sends `reached` picks. */
+  #take(reached: (r: Recent<A>) => boolean): Map<A, OutPacket[]> {
     const byApp = new Map<A, OutPacket[]>();
     for (let r = this.#recent.shift(); r !== undefined; r = this.#recent.shift()) {
-      if (!reachedNewGeneration(r.sentAt, r.answeredAt, startedAt, r.beforeAnyFork, r.swapped)) continue;
+      if (!reached(r)) continue;
       let list = byApp.get(r.app);
       if (!list) byApp.set(r.app, (list = []));
       list.push(r.packet);

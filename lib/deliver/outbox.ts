@@ -237,25 +237,39 @@ export class Outbox {
    * or crash restart gives no event before `online`): they go back to the front of their app's queue.
    */
   #detach(t: Target<AppSends>, startedAt: number): void {
-    const wasDead = t.state === 'dead';
+    const dead = t.state === 'dead';
     this.#targets.detach(t);
     if (!(startedAt > t.startedAt)) return;
-    if (wasDead) {
-      // Not judged: judging these sent a line twice when an answer was read late; not judging
-      // them loses at most that one send, within the kill -9 bound (docs/how-it-works.md).
-      t.recent.clear();
-      return;
-    }
     t.replacedAt = startedAt;
+    // A dead target (kill -9, a crash) is judged by the probe's word only: judged by timing, a
+    // line was sent twice when an answer was read late; not judged, at most that one send is lost,
+    // within the kill -9 bound (docs/how-it-works.md).
+    t.probeOnly = dead;
+    this.#replay(t.pmId, t.recent.reachedBy(startedAt, dead));
+  }
+
+  /**
+   * At shutdown: sends the probe says reached a worker that a reload had just forked under a
+   * target's pm_id, whose `online` this run will not see (the replay would wait for it): back into
+   * the hold buffer, to be saved with it.
+   */
+  keepUnjudged(): void {
+    for (const t of this.#targets.all()) {
+      if (this.#writers.forkedSince(t.pmId) === true) this.#replay(t.pmId, t.recent.takeSwapped());
+    }
+  }
+
+  /** Delivered sends that reached a process not running the app: to the front of their app's queue. */
+  #replay(pmId: number, byApp: Map<AppSends, OutPacket[]>): void {
     let n = 0;
-    for (const [app, list] of t.recent.reachedBy(startedAt)) {
+    for (const [app, list] of byApp) {
       n += list.length;
       for (const p of list) this.#counters.recordsOut -= recordsOf(p);
       app.forwarded -= list.length;
       this.#hold.requeueFront(app.key, list);
     }
     this.#counters.out -= n;
-    if (n > 0) this.#events.replayed?.(t.pmId, n);
+    if (n > 0) this.#events.replayed?.(pmId, n);
   }
 
   #sendOne(t: Target<AppSends>, packet: OutPacket, app: AppSends | null, cost = 0): void {
@@ -297,9 +311,10 @@ export class Outbox {
     // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
     // by now (the swap and the fork are one step of the daemon); asked only for a slow answer.
     const beforeAnyFork = answeredAt - sentAt > SWAP_MIN_MS && this.#writers.forkedSince(t.pmId) === false;
-    if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork, swapped)) {
-      // Accepted by a generation that was not listening yet: send again when it is.
-      this.#hold.requeueFront(app.key, [packet]);
+    if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork, swapped) && (!t.probeOnly || swapped === true)) {
+      // Accepted by a generation that was not listening yet: send again when it is, after what
+      // was sent before it and came back the same way (answers arrive in send order).
+      this.#hold.putBack(app.key, packet);
       this.#events.replayed?.(t.pmId, 1);
       return;
     }

@@ -42,6 +42,8 @@ export class Target<A> {
   readonly done: SendDone;
   /** Once detached by a new generation: its pm_uptime (what PM2 handled after it went to the new one). */
   replacedAt = Infinity;
+  /** Detached while `dead`: a send counts as reaching the new generation on the probe's word only. */
+  probeOnly = false;
 
   constructor(pmId: number, startedAt: number, pacing: { budget: number; timers: Timers; counters: Counters }, done: (t: Target<A>, err: Error | null, swapped?: boolean) => void) {
     this.pmId = pmId;
@@ -90,6 +92,10 @@ export class TargetTable<A> {
   detach(t: Target<A>): void {
     this.#targets.delete(t.pmId);
     t.state = 'detached';
+  }
+
+  all(): IterableIterator<Target<A>> {
+    return this.#targets.values();
   }
 
   /** Sends in flight, across all targets. */

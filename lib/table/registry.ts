@@ -201,9 +201,11 @@ export class Registry {
       const newGeneration = before !== undefined && p.startedAt > startedBefore;
       if (!before && online) {
         // First sight: trust PM2's own start time for readiness, so a module restart does not
-        // hold packets of writers that have been running for long.
+        // hold packets of writers that have been running for long. pm_uptime is the fork, and
+        // `online` (from which ready_delay counts) comes later: a process younger than twice
+        // ready_delay counts from now.
         const uptime = toNumber(env.pm_uptime);
-        p.onlineSince = uptime !== undefined && uptime <= now ? uptime : now;
+        p.onlineSince = uptime !== undefined && uptime <= now - 2 * this.#opts.readyDelay ? uptime : now;
         p.readyAt = p.onlineSince + (p.waitReady ? 0 : this.#opts.readyDelay);
         changes.push({ kind: 'online', proc: p });
       } else if (before && online && (p.readyAt === Infinity || newGeneration)) {
