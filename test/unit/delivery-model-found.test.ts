@@ -78,4 +78,22 @@ describe('delivery model findings', () => {
     ];
     await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
   });
+
+  it.fails('5. the send in flight at a reload swap is lost when the new worker dies before its `online` (judged against the generation after it)', async () => {
+    // A line goes to writer pm_id 3 as `pm2 reload` swaps it (new worker stamped 10000); PM2 hands
+    // it to the new worker, the probe says so (swapped). That worker is killed while launching; PM2
+    // restarts it (stamped 10001). The relay had already taken pm_id 3 out of service (the fork
+    // showed), so Registry.applyEvent reports no change for the `exit` of 10000; the `online` of
+    // 10001 detaches the target with replacedAt 10001, and generation.ts judges the answer (read
+    // at 10001 < 10001 + SWAP_MIN_MS) as the old worker's, although the probe said otherwise.
+    const cmds: Cmd[] = [
+      { t: 'log', pmId: 4, parked: false, n: 2, big: false },
+      { t: 'bus', n: 1 },
+      { t: 'reload', pmId: 3, d: 1 },
+      { t: 'handle', n: 1 },
+      { t: 'answer', n: 1 },
+      { t: 'kill', pmId: 3 },
+    ];
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
+  });
 });

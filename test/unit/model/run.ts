@@ -195,12 +195,11 @@ export class Harness {
   }
 
   /** Time moves on in small steps; PM2 keeps within its bounds (world.ts LAG) meanwhile. */
-  async advance(ms: number): Promise<void> {
+  async advance(ms: number, chunk = 50): Promise<void> {
     let left = ms;
     while (left > 0) {
-      const d = Math.min(left, 50);
+      const d = Math.min(left, chunk);
       this.world.forceDue();
-      await flush();
       this.clock.advance(d);
       left -= d;
       await flush();
@@ -250,13 +249,14 @@ export class Harness {
   }
 
   get bigSeen(): boolean {
-    return this.world.packets.some((p) => p.data.length > 1000);
+    return this.world.bigSent;
   }
 
   /** Bring every process up, give every answer, let time pass: then everything is delivered. */
   async settle(): Promise<void> {
     const w = this.world;
-    for (let round = 0; round < 200; round++) {
+    let quiet = 0;
+    for (let round = 0; round < 100 && quiet < 2; round++) {
       for (const s of w.slots) {
         if (s.status === 'stopping') w.stopEnd(s.pmId);
         if (s.proc.killSeq !== undefined && s.proc.child) w.reap(s.pmId);
@@ -271,8 +271,9 @@ export class Harness {
       await flush();
       this.check();
       const idle = w.bus.length === 0 && w.inbox.length === 0 && w.answers.length === 0 && w.lists.length === 0 && this.run.relay.counters.held === 0;
-      if (idle && round > 10) break;
-      await this.advance(300);
+      quiet = idle ? quiet + 1 : 0;
+      // Past every writer's ready delay and every reconcile the relay scheduled.
+      await this.advance(idle ? 1500 : 300, 300);
     }
     this.verify();
   }
