@@ -237,6 +237,7 @@ export class Registry {
     }
     this.#deleted.delete(id);
     const before = this.#procs.get(id);
+    const startedBefore = before?.startedAt ?? 0;
     const p = this.#upsert(env, id);
     p.eventSeq = seq;
     if (event === 'online') {
@@ -251,7 +252,10 @@ export class Registry {
       if (p.status === 'online') p.status = 'stopping';
       const wasUsable = before !== undefined && before.readyAt !== Infinity;
       p.readyAt = Infinity;
-      return wasUsable || !before ? [{ kind: 'offline', proc: p }] : [];
+      // A generation we had not heard of going away (a reloaded worker dying before its `online`):
+      // still news, so what it was handed is judged against it, not against the one after it.
+      const unheardOf = before !== undefined && p.startedAt > startedBefore;
+      return wasUsable || !before || unheardOf ? [{ kind: 'offline', proc: p }] : [];
     }
     return [];
   }
