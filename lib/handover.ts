@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { mkdirPrivate } from './private-files';
 import { FORMAT, readVersioned } from './versioned';
 
 /**
@@ -286,7 +287,7 @@ export class Handover {
   }
 
   #spawnBridge(nonce: string): number | undefined {
-    fs.mkdirSync(this.#dir, { recursive: true });
+    mkdirPrivate(this.#dir);
     const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
     delete env.PM2_USAGE;
     const child = spawn(process.execPath, [path.join(__dirname, 'bridge.js'), this.#dir, nonce, '60000', this.#legacy ?? ''], { detached: true, stdio: 'ignore', env });

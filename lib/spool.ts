@@ -15,6 +15,7 @@
 import nodeFs from 'node:fs';
 import path from 'node:path';
 import type { OutPacket } from './outbox';
+import { DIR_MODE, FILE_MODE, foreignDir } from './private-files';
 
 /** The file format of a segment; a newer module reads older ones, an unknown one is set aside. */
 export const SPOOL_FORMAT = 1;
@@ -114,10 +115,16 @@ export class Spool {
     if (this.#failed) return;
     let names: string[];
     try {
-      this.#fs.mkdirSync(this.dir, { recursive: true });
+      this.#fs.mkdirSync(this.dir, { recursive: true, mode: DIR_MODE });
       names = this.#fs.readdirSync(this.dir);
     } catch (err) {
       this.#fail(`cannot use the spool folder ${this.dir}: ${(err as Error).message}`);
+      return;
+    }
+    // Another user's folder (or a link they made): its files are not read back as this user's lines.
+    const foreign = foreignDir(this.dir);
+    if (foreign) {
+      this.#fail(`not using the spool folder: ${foreign}`);
       return;
     }
     const found: { key: string; seq: number; file: string }[] = [];
@@ -287,11 +294,11 @@ export class Spool {
       let tail = a.segments[a.segments.length - 1];
       if (a.fd === undefined || tail === undefined || tail.bytes >= this.#segmentBytes) {
         this.#closeTail(a);
-        this.#fs.mkdirSync(this.dir, { recursive: true });
+        this.#fs.mkdirSync(this.dir, { recursive: true, mode: DIR_MODE });
         const seq = Math.max(a.nextSeq, Date.now() * 1000);
         a.nextSeq = seq + 1;
         const file = path.join(this.dir, `${Buffer.from(a.key, 'utf8').toString('hex')}-${seq}.v${SPOOL_FORMAT}.jsonl`);
-        a.fd = this.#fs.openSync(file, 'a');
+        a.fd = this.#fs.openSync(file, 'a', FILE_MODE);
         tail = { file, seq, bytes: 0, count: 0 };
         a.segments.push(tail);
       }
