@@ -28,6 +28,7 @@
  *
  * The cost is a round trip through the bus per send; the figures are in the README.
  */
+import crypto from 'node:crypto';
 import type { BusHandlers, Pm2Client } from './pm2-client';
 import type { SendDone, SendFn } from './outbox';
 
@@ -55,7 +56,10 @@ export interface SendGuardOptions {
   /** Posts a packet through this process's own IPC channel (`process.send`). */
   post(packet: { topic: string; data: { nonce: string } }): void;
   timers?: GuardTimers;
-  /** Distinguishes this run's fences from an earlier run's. */
+  /**
+   * Distinguishes this run's fences from an earlier run's, and from fences an app forges (any app
+   * can put a packet with the fence topic on the bus): random, not derived from the pid or time.
+   */
   runId?: string;
 }
 
@@ -85,7 +89,7 @@ export interface SendGuardStats {
  */
 export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client & { guard: () => SendGuardStats } {
   const timers: GuardTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
-  const runId = opts.runId ?? `${process.pid}-${Date.now().toString(36)}`;
+  const runId = opts.runId ?? crypto.randomBytes(12).toString('hex');
   const queue: Pending[] = [];
   /** pm_ids whose channel closed: sent nothing until PM2 says it handled the exit. */
   const blocked = new Set<number>();
@@ -173,8 +177,11 @@ export function guardSends(client: Pm2Client, opts: SendGuardOptions): Pm2Client
           handlers.event(packet);
         },
         pm2Log(packet) {
-          const text = (packet as { data?: unknown } | null)?.data;
-          if (typeof text === 'string') {
+          const p = packet as { data?: unknown; process?: { pm_id?: unknown } } | null;
+          const text = p?.data;
+          // Only the daemon's own lines: an app's process.send({ type: 'log:PM2', data }) reaches the
+          // bus as `log:PM2` too, naming the app as its process (lib/God/ClusterMode.js, ForkMode.js).
+          if (typeof text === 'string' && p?.process?.pm_id === 'PM2') {
             if (current !== undefined && CHANNEL_ERROR.test(text)) errorSeen = true;
             const started = STARTING.exec(text);
             if (started) {
