@@ -46,9 +46,16 @@ export interface Marker {
 /** This version's handover protocol (see Marker.protocol). */
 export const PROTOCOL = 2;
 
-export function markerOf(packet: unknown): Marker | undefined {
-  const raw = (packet as { raw?: { topic?: unknown; data?: unknown } } | null)?.raw;
+/**
+ * The marker a bus packet carries, if any. `from`: only from a process of that name (PM2 names the
+ * sender; an app cannot): any app can put the marker topic on the bus, and the bridge ends its
+ * handover at the first `start` it sees.
+ */
+export function markerOf(packet: unknown, from?: string): Marker | undefined {
+  const p = packet as { raw?: { topic?: unknown; data?: unknown }; process?: { name?: unknown } } | null;
+  const raw = p?.raw;
   if (!raw || typeof raw !== 'object' || raw.topic !== MARKER_TOPIC) return undefined;
+  if (from !== undefined && p?.process?.name !== from) return undefined;
   const d = raw.data as Partial<Marker> | undefined;
   if (!d || (d.kind !== 'stop' && d.kind !== 'start') || typeof d.nonce !== 'string') return undefined;
   return typeof d.protocol === 'number' ? { kind: d.kind, nonce: d.nonce, protocol: d.protocol } : { kind: d.kind, nonce: d.nonce };
@@ -288,7 +295,8 @@ export class Handover {
 
   #spawnBridge(nonce: string): number | undefined {
     mkdirPrivate(this.#dir);
-    const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
+    // The bridge takes markers from processes of the module's name only (PM2 sets `name` in its env).
+    const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1], PM2SI_MODULE_NAME: process.env.name || 'pm2-scoped-intercom' };
     delete env.PM2_USAGE;
     const child = spawn(process.execPath, [path.join(__dirname, 'bridge.js'), this.#dir, nonce, '60000', this.#legacy ?? ''], { detached: true, stdio: 'ignore', env });
     child.unref();
