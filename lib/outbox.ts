@@ -1,6 +1,7 @@
 /**
  * Ordered delivery. Log packets wait in their app's queue (the hold buffer: in memory up to
- * `buffer_mb` for the whole module, then on disk in the spool up to `spool_mb`) until the app has
+ * `buffer_mb` for the whole module, an app under its share of it kept in memory beyond: see
+ * `#pastBound`; then on disk in the spool up to `spool_mb`) until the app has
  * a ready writer, then go out in order with at most
  * `max_inflight` sends in flight per target process. Relayed topics go out per target in order
  * and are never held. A failed send is never retried blindly: the target is taken out of service
@@ -89,6 +90,8 @@ interface AppQueue {
   dropped: number;
   /** Epoch ms since which the app has had packets and no writer to take them, 0 when none. */
   heldSince: number;
+  /** Bytes of its packets held in memory (its part of `buffer_mb`). */
+  bytes: number;
 }
 
 /** An app's packets held in memory (its spooled ones aside). */
@@ -243,6 +246,8 @@ export class Outbox {
   readonly #timers: Timers;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
+  /** Apps with packets held in memory (the buffer's shares, see `#pastBound`). */
+  #holding = 0;
   /** Set at shutdown (`stop`): nothing more is sent or taken out of the spool. */
   #stopped = false;
 
@@ -315,7 +320,7 @@ export class Outbox {
   #app(appKey: string): AppQueue {
     let app = this.#apps.get(appKey);
     if (!app) {
-      app = { key: appKey, queue: new Deque(), retry: new Deque(), inflight: 0, inflightTarget: undefined, forwarded: 0, dropped: 0, heldSince: 0 };
+      app = { key: appKey, queue: new Deque(), retry: new Deque(), inflight: 0, inflightTarget: undefined, forwarded: 0, dropped: 0, heldSince: 0, bytes: 0 };
       this.#apps.set(appKey, app);
     }
     return app;
@@ -327,7 +332,7 @@ export class Outbox {
     const spool = this.#opts.spool;
     // Behind what is spooled (order), or past the memory bound with something already queued.
     const bytes = sizeUp(packet); // once: for non-string data it serialises
-    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#bytes + bytes > this.#opts.bufferBytes))) {
+    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#pastBound(app, bytes)))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
         this.#counters.held++;
@@ -388,8 +393,10 @@ export class Outbox {
       }
       this.#counters.held -= list.length;
       if (list.length > 0) out[a.key] = list;
+      a.bytes = 0;
     }
     this.#bytes = 0;
+    this.#holding = 0;
     return out;
   }
 
@@ -397,9 +404,34 @@ export class Outbox {
   #hold(app: AppQueue, packet: OutPacket): void {
     const bytes = packet.bytes ?? sizeUp(packet);
     app.queue.push(packet);
-    this.#bytes += bytes;
+    this.#memory(app, bytes);
     this.#counters.held++;
-    if (this.#bytes > this.#opts.bufferBytes && (this.#opts.spool === undefined || this.#opts.spool.failure !== undefined)) this.#overflow(app);
+    if (this.#pastBound(app, 0) && (this.#opts.spool === undefined || this.#opts.spool.failure !== undefined)) this.#overflow(app);
+  }
+
+  /**
+   * Is this app past what memory holds for it, with `bytes` more? The bound (`buffer_mb`) is the
+   * module's, but an app that holds less than its share of it (the bound split among the apps that
+   * hold packets in memory) stays in memory past it: another app's storm must not send a steady
+   * app's lines to the spool, where that storm may have left no room either, nor out of memory
+   * (docs/security.md). Memory then passes the bound by those shares, never beyond twice the bound.
+   */
+  #pastBound(app: AppQueue, bytes: number): boolean {
+    const bound = this.#opts.bufferBytes;
+    const total = this.#bytes + bytes;
+    if (total <= bound) return false;
+    if (total > 2 * bound) return true;
+    const apps = this.#holding + (app.bytes > 0 ? 0 : 1);
+    return app.bytes + bytes > bound / apps;
+  }
+
+  /** Held bytes in memory change, the app's and the module's. */
+  #memory(app: AppQueue, delta: number): void {
+    const before = app.bytes;
+    app.bytes += delta;
+    this.#bytes += delta;
+    if (before <= 0 && app.bytes > 0) this.#holding++;
+    else if (before > 0 && app.bytes <= 0) this.#holding--;
   }
 
   /** Move spooled packets back into memory while there is room (and always when none is left). */
@@ -411,7 +443,7 @@ export class Outbox {
       this.#counters.spooled -= packets.length;
       for (const p of packets) {
         app.queue.push(p);
-        this.#bytes += sizeUp(p);
+        this.#memory(app, sizeUp(p));
       }
       // What could not be read back is gone: held no more.
       const lost = this.#counters.spooled - spool.count;
@@ -463,7 +495,7 @@ export class Outbox {
       if (cost > 0 && !this.#roomFor(t, cost)) return;
       const packet = (a.retry.size > 0 ? a.retry.shift() : a.queue.shift()) as OutPacket;
       this.#counters.held--;
-      this.#bytes -= packet.bytes ?? 0;
+      this.#memory(a, -(packet.bytes ?? 0));
       if (inMemory(a) < REFILL_BELOW) this.#refill(a);
       a.inflight++;
       a.inflightTarget = writer;
@@ -577,7 +609,7 @@ export class Outbox {
     let n = 0;
     for (const q of [a.retry, a.queue]) {
       for (let p = q.shift(); p !== undefined; p = q.shift()) {
-        this.#bytes -= p.bytes ?? 0;
+        this.#memory(a, -(p.bytes ?? 0));
         n++;
       }
     }
@@ -652,7 +684,7 @@ export class Outbox {
       if (app) {
         // Back to the front, before anything not yet sent: never lost, never reordered.
         app.retry.push(packet);
-        this.#bytes += packet.bytes ?? 0;
+        this.#memory(app, packet.bytes ?? 0);
         this.#counters.held++;
       } else {
         this.#counters.dropped++;
@@ -708,7 +740,7 @@ export class Outbox {
   #requeueFront(app: AppQueue, packets: OutPacket[]): void {
     for (let i = packets.length - 1; i >= 0; i--) {
       app.retry.unshift(packets[i]);
-      this.#bytes += packets[i].bytes ?? 0;
+      this.#memory(app, packets[i].bytes ?? 0);
     }
     this.#counters.held += packets.length;
   }
@@ -718,7 +750,7 @@ export class Outbox {
     let n = 0;
     while (this.#bytes > this.#opts.bufferBytes && inMemory(app) > 1) {
       const p = (app.retry.size > 0 ? app.retry.shift() : app.queue.shift()) as OutPacket;
-      this.#bytes -= p.bytes ?? 0;
+      this.#memory(app, -(p.bytes ?? 0));
       n++;
     }
     this.#counters.held -= n;
