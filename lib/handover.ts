@@ -79,10 +79,18 @@ export const files = {
   handoverPrefix: 'handover-',
 };
 
+/**
+ * A nonce as bridges have them (random hex: 16 digits): it becomes part of a file name, so never
+ * one with a path in it (a bridge found in the process table can be any local user's process).
+ */
+function plainNonce(nonce: unknown): nonce is string {
+  return typeof nonce === 'string' && /^[\w-]{1,64}$/.test(nonce);
+}
+
 export function readBridge(dir: string): BridgeInfo | undefined {
   try {
     const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
-    if (typeof info.pid !== 'number' || typeof info.nonce !== 'string') return undefined;
+    if (typeof info.pid !== 'number' || !plainNonce(info.nonce)) return undefined;
     process.kill(info.pid, 0);
     return { pid: info.pid, nonce: info.nonce, dir: typeof info.dir === 'string' ? info.dir : dir };
   } catch {
@@ -108,15 +116,18 @@ export function findBridge(dirs: string[], procRoot = '/proc'): BridgeInfo | und
   } catch {
     return undefined;
   }
+  const uid = process.getuid?.();
   for (const pid of pids) {
     let argv: string[];
     try {
+      // Only this user's processes: anyone can start one named like a bridge.
+      if (uid !== undefined && fs.statSync(path.join(procRoot, pid)).uid !== uid) continue;
       argv = fs.readFileSync(path.join(procRoot, pid, 'cmdline'), 'utf8').split('\0');
     } catch {
       continue;
     }
     const at = argv.findIndex((a) => a.endsWith(`${path.sep}bridge.js`));
-    if (at < 0 || !dirs.includes(argv[at + 1]) || !argv[at + 2]) continue;
+    if (at < 0 || !dirs.includes(argv[at + 1]) || !plainNonce(argv[at + 2])) continue;
     return { pid: Number(pid), nonce: argv[at + 2], dir: argv[at + 1] };
   }
   return undefined;

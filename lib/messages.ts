@@ -26,6 +26,9 @@ export const DROP_PHRASE: Readonly<Record<DropReason, string>> = {
   'no-peers': 'non-log packets with no peer to relay to',
 };
 
+/** Log packets whose data the module cannot serialise (nested deeper than its stack allows). */
+export const UNSERIALISABLE = 'log packets skipped: data nested too deeply to serialise';
+
 // --- an app's writer ---
 
 export function writerIs(appKey: string, writer: ProcessInfo): string {

@@ -326,13 +326,17 @@ export class Outbox {
     return app;
   }
 
-  /** Queue a log packet for its app's writer and send what can be sent. */
-  pushLog(appKey: string, packet: OutPacket): void {
+  /**
+   * Queue a log packet for its app's writer and send what can be sent. false: its data cannot be
+   * serialised here (nested deeper than the stack allows), so it could never be sent: not taken.
+   */
+  pushLog(appKey: string, packet: OutPacket): boolean {
+    const bytes = sizeUp(packet); // once: for non-string data it serialises
+    if (typeof packet.data !== 'string' && packet.wire === undefined) return false;
     const app = this.#app(appKey);
     const spool = this.#opts.spool;
     // Behind what is spooled (order), or past the memory bound with something already queued.
-    const bytes = sizeUp(packet); // once: for non-string data it serialises
-    if (spool !== undefined && (spool.has(appKey) || (inMemory(app) > 0 && this.#pastBound(app, bytes)))) {
+    if (spool !== undefined && spool.takes(appKey) && (spool.has(appKey) || (inMemory(app) > 0 && this.#pastBound(app, bytes)))) {
       const first = !spool.has(appKey);
       if (spool.append(appKey, packet)) {
         this.#counters.held++;
@@ -349,6 +353,7 @@ export class Outbox {
       this.#hold(app, packet);
     }
     this.#pump(app);
+    return true;
   }
 
   /**
@@ -406,7 +411,8 @@ export class Outbox {
     app.queue.push(packet);
     this.#memory(app, bytes);
     this.#counters.held++;
-    if (this.#pastBound(app, 0) && (this.#opts.spool === undefined || this.#opts.spool.failure !== undefined)) this.#overflow(app);
+    const spool = this.#opts.spool;
+    if (this.#pastBound(app, 0) && (spool === undefined || spool.failure !== undefined || !spool.takes(app.key))) this.#overflow(app);
   }
 
   /**

@@ -170,7 +170,10 @@ export class Relay {
           }
         }
         this.#batches.seen(raw.topic, raw.data);
-        this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
+        if (!this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data })) {
+          this.counters.malformed++;
+          this.#reporter.count(say.UNSERIALISABLE);
+        }
         return;
       }
       case 'relay': {

@@ -20,6 +20,10 @@ import { DIR_MODE, FILE_MODE, foreignDir } from './private-files';
 /** The file format of a segment; a newer module reads older ones, an unknown one is set aside. */
 export const SPOOL_FORMAT = 1;
 const SEGMENT = /^([0-9a-f]+)-(\d+)\.v(\d+)\.jsonl$/;
+/** The longest file name most file systems take (ext4, xfs, btrfs, apfs, ntfs: 255). */
+const MAX_FILE_NAME = 255;
+/** `-<seq>.v<format>.jsonl` at most (seq: microseconds, 17 digits for centuries yet). */
+const MAX_SUFFIX = 32;
 
 export type SpoolFs = Pick<typeof nodeFs, 'mkdirSync' | 'readdirSync' | 'readFileSync' | 'openSync' | 'writeSync' | 'ftruncateSync' | 'closeSync' | 'unlinkSync' | 'renameSync'>;
 
@@ -103,6 +107,15 @@ export class Spool {
     return this.#apps.has(appKey);
   }
 
+  /**
+   * Whether this app's packets can be spooled: its file names (the app key in hex) fit in a file
+   * name (255 bytes on common file systems). A longer one keeps that app in memory, not every app
+   * off the disk.
+   */
+  takes(appKey: string): boolean {
+    return Buffer.byteLength(appKey) * 2 + MAX_SUFFIX <= MAX_FILE_NAME;
+  }
+
   appKeys(): string[] {
     return [...this.#apps.keys()];
   }
@@ -164,7 +177,7 @@ export class Spool {
 
   /** Append a packet behind everything spooled for its app. false: full or failed (not kept). */
   append(appKey: string, packet: OutPacket): boolean {
-    if (this.#failed) return false;
+    if (this.#failed || !this.takes(appKey)) return false;
     let line: string;
     const d = packet.data;
     if (typeof d === 'string' && !d.includes('\n') && !packet.topic.includes('\t')) line = `s${packet.topic}\t${d}\n`;
