@@ -10,6 +10,7 @@ import { encodeSendCall } from '../../lib/amp';
 import { DEFAULTS, type Settings } from '../../lib/config';
 import { findBridge, files } from '../../lib/handover';
 import { newCounters, Outbox } from '../../lib/outbox';
+import { appKeyOf } from '../../lib/registry';
 import { Relay } from '../../lib/relay';
 import { Reporter } from '../../lib/reporter';
 import { Spool } from '../../lib/spool';
@@ -176,5 +177,27 @@ describe('the handover bridge as found at start', () => {
     expect(findBridge([state], proc)).toEqual({ pid: 78, nonce: '0123456789abcdef', dir: state });
     fs.chownSync(path.join(proc, '78'), 65534, 65534);
     expect(findBridge([state], proc)).toBeUndefined();
+  });
+});
+
+describe('pm2 trigger drop-held (the operator)', () => {
+  it("drops the held lines of the named app only (in every namespace it has), says so, and answers every call", async () => {
+    const { relay, client, lines, settle } = await setup();
+    client.autoAnswer = false;
+    for (let i = 0; i < 5; i++) client.msg(1, 'web', { topic: 'log4js:message', data: `w${i}` });
+    for (let i = 0; i < 5; i++) client.msg(3, 'api', { topic: 'log4js:message', data: `a${i}` });
+    const actions = new Map<string, (param: unknown, reply: (d: unknown) => void) => void>();
+    const { registerActions } = await import('../../lib/metrics');
+    registerActions({ action: (name: string, fn: never) => actions.set(name, fn) } as never, { relay, log: (l) => lines.push(l), settingsLine: () => '', version: 'x' });
+    const call = (param: unknown) => new Promise((r) => actions.get('drop-held')!(param, r));
+    expect(await call(undefined)).toMatchObject({ error: expect.stringMatching(/usage/) });
+    expect(await call('nope')).toEqual({ error: 'no held packets for an app named nope' });
+    expect(await call('web')).toEqual({ ok: true, dropped: 4 }); // one was in flight already
+    expect(lines).toContain('operator dropped 4 held log packets of app web');
+    expect(relay.outbox.held(appKeyOf('api', 'default'))).toBe(4);
+    client.autoAnswer = true;
+    client.answer();
+    await settle();
+    expect(client.sent.map((s) => s.data)).toEqual(['w0', 'a0', 'a1', 'a2', 'a3', 'a4']);
   });
 });
