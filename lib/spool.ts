@@ -55,6 +55,8 @@ interface AppSpool {
   pending: string[];
   pendingBytes: number;
   nextSeq: number;
+  /** Bytes on disk and about to be (its part of `spool_mb`). */
+  bytes: number;
 }
 
 export class Spool {
@@ -171,6 +173,7 @@ export class Spool {
       a.segments.push({ file: f.file, seq: f.seq, bytes: text.length, count });
       a.nextSeq = Math.max(a.nextSeq, f.seq + 1);
       this.#bytes += text.length;
+      a.bytes += text.length;
       this.#count += count;
     }
   }
@@ -189,10 +192,11 @@ export class Spool {
       }
     }
     const size = Buffer.byteLength(line);
-    if (this.#bytes + size > this.#maxBytes) return false;
+    if (this.#bytes + size > this.#maxBytes && !this.#withinShare(appKey, size)) return false;
     const a = this.#app(appKey);
     a.pending.push(line);
     a.pendingBytes += size;
+    a.bytes += size;
     this.#bytes += size;
     this.#count++;
     if (a.pendingBytes >= this.#chunkBytes) this.#write(a);
@@ -228,11 +232,13 @@ export class Spool {
       }
       a.segments.shift();
       this.#bytes -= seg.bytes;
+      a.bytes -= seg.bytes;
       this.#count -= seg.count;
     } else {
       // Nothing on disk: the buffered lines are the oldest.
       out = this.#parse(a.pending.join(''));
       this.#bytes -= a.pendingBytes;
+      a.bytes -= a.pendingBytes;
       this.#count -= a.pending.length;
       a.pending = [];
       a.pendingBytes = 0;
@@ -279,10 +285,23 @@ export class Spool {
   #app(key: string): AppSpool {
     let a = this.#apps.get(key);
     if (!a) {
-      a = { key, segments: [], fd: undefined, pending: [], pendingBytes: 0, nextSeq: 1 };
+      a = { key, segments: [], fd: undefined, pending: [], pendingBytes: 0, nextSeq: 1, bytes: 0 };
       this.#apps.set(key, a);
     }
     return a;
+  }
+
+  /**
+   * Past `spool_mb`, an app that holds less than its share of it (the bound split among the apps
+   * that spool) is still taken: another app's storm must not fill the disk for everyone (the
+   * outbox shares memory the same way). The disk then passes the bound by those shares, never
+   * beyond twice the bound.
+   */
+  #withinShare(appKey: string, size: number): boolean {
+    if (this.#bytes + size > 2 * this.#maxBytes) return false;
+    const a = this.#apps.get(appKey);
+    const apps = this.#apps.size + (a === undefined ? 1 : 0);
+    return (a?.bytes ?? 0) + size <= this.#maxBytes / apps;
   }
 
   #forget(a: AppSpool): void {

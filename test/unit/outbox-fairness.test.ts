@@ -35,7 +35,7 @@ function setup(opts: { bufferBytes: number; spoolBytes?: number }) {
     spool = new Spool({ dir, maxBytes: opts.spoolBytes, segmentBytes: 2000, chunkBytes: 500, warn: () => {} });
     spool.load();
   }
-  const writers: Record<string, number> = { storm: 1, steady: 2 };
+  const writers: Record<string, number | undefined> = { storm: 1, steady: 2 };
   const outbox = new Outbox({
     send: (id, _topic, data, done) => {
       sent.get(id)!.push(String(data));
@@ -52,7 +52,7 @@ function setup(opts: { bufferBytes: number; spoolBytes?: number }) {
   });
   const answer = (id: number) => pending.get(id)!.shift()?.();
   const line = (app: string, i: number): OutPacket => ({ topic: 'log4js:message', data: `${app}-${i} ${'x'.repeat(100)}` });
-  return { outbox, sent, counters, drops, spool, answer, line };
+  return { outbox, sent, counters, drops, spool, answer, line, writers };
 }
 
 describe('hold buffer: one app storming beside one logging steadily', () => {
@@ -90,6 +90,24 @@ describe('hold buffer: one app storming beside one logging steadily', () => {
     expect(s.sent.get(2)!).toHaveLength(300);
     // Memory stays within twice the bound (the steady app's share comes on top of a full buffer).
     expect(s.outbox.heldBytes).toBeLessThanOrEqual(2 * 20_000);
+  });
+
+  it('the steady app past its share of memory (its writer slow or away) goes to its share of the spool, which the storm cannot take', () => {
+    const s = setup({ bufferBytes: 20_000, spoolBytes: 20_000 });
+    for (let i = 0; i < 400; i++) s.outbox.pushLog('storm', s.line('storm', i));
+    expect(s.drops.some((d) => d.startsWith('storm '))).toBe(true);
+    s.writers.steady = undefined;
+    for (let i = 0; i < 100; i++) {
+      s.outbox.pushLog('steady', s.line('steady', i));
+      s.outbox.pushLog('storm', s.line('storm', 400 + i));
+    }
+    expect(s.spool!.countOf('steady')).toBeGreaterThan(0);
+    expect(s.drops.filter((d) => d.startsWith('steady '))).toEqual([]);
+    expect(s.spool!.bytes).toBeLessThanOrEqual(2 * 20_000);
+    s.writers.steady = 2;
+    s.outbox.pump('steady');
+    for (let guard = 0; guard < 1000; guard++) s.answer(2);
+    expect(s.sent.get(2)!.map((d) => d.split(' ')[0])).toEqual(Array.from({ length: 100 }, (_, i) => `steady-${i}`));
   });
 
   it('an app alone keeps the whole buffer, as before', () => {
