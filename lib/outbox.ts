@@ -132,6 +132,8 @@ interface Target {
   readonly sent: Deque<Sent>;
   readonly recent: Deque<Recent>;
   readonly relays: Deque<OutPacket>;
+  /** Bytes of `relays` (bounded by `buffer_mb`, see `pushRelay`). */
+  relayBytes: number;
   /** What the process may not have read yet (backlog.ts). */
   readonly backlog: Backlog;
   /** Armed while sends wait for the process to read its backlog. */
@@ -461,14 +463,33 @@ export class Outbox {
     }
   }
 
-  /** Queue a relayed packet for each target (a fresh object each: PM2 writes `id` into it). */
-  pushRelay(targets: readonly number[], topic: string, data: unknown): void {
+  /**
+   * Queue a relayed packet for each target (a fresh object each: PM2 writes `id` into it). What
+   * waits for one target is bounded by `buffer_mb`: an app flooding its peers must not grow the
+   * module without end (docs/security.md); past it the newest is dropped for that target. Returns
+   * how many were dropped (counted), or -1 when the data cannot be serialised here (nothing queued).
+   */
+  pushRelay(targets: readonly number[], topic: string, data: unknown): number {
+    let bytes = 0;
+    let dropped = 0;
     for (const id of targets) {
       const t = this.#target(id);
       if (t.broken) continue;
-      t.relays.push({ topic, data });
+      if (bytes === 0) {
+        const sized: OutPacket = { topic, data };
+        bytes = sizeUp(sized);
+        if (typeof data !== 'string' && sized.wire === undefined) return -1;
+      }
+      if (t.relays.size > 0 && t.relayBytes + bytes > this.#opts.bufferBytes) {
+        dropped++;
+        continue;
+      }
+      t.relays.push({ topic, data, bytes });
+      t.relayBytes += bytes;
       this.#pumpTarget(t);
     }
+    this.#counters.dropped += dropped;
+    return dropped;
   }
 
   /** Something changed for this app (a writer came, went, or became ready): send what can go. */
@@ -541,6 +562,7 @@ export class Outbox {
       t.broken = true;
       this.#counters.dropped += t.relays.size;
       t.relays.clear();
+      t.relayBytes = 0;
       this.#writers.vacated(t.pmId, vacancy);
     }
     return false;
@@ -568,6 +590,7 @@ export class Outbox {
     if (!t) return;
     this.#counters.dropped += t.relays.size;
     t.relays.clear();
+    t.relayBytes = 0;
     this.#detach(t, startedAt);
   }
 
@@ -641,6 +664,7 @@ export class Outbox {
         sent: new Deque(),
         recent: new Deque(),
         relays: new Deque(),
+        relayBytes: 0,
         backlog: new Backlog(),
         paceTimer: undefined,
         done: (err, swapped) => this.#onDone(created, err, swapped),
@@ -667,7 +691,9 @@ export class Outbox {
     const max = this.#opts.maxInflight;
     while (!t.broken && t.inflight < max && t.relays.size > 0) {
       if (!this.#alive(t)) return;
-      this.#sendOne(t, t.relays.shift() as OutPacket, null);
+      const p = t.relays.shift() as OutPacket;
+      t.relayBytes -= p.bytes ?? 0;
+      this.#sendOne(t, p, null);
     }
   }
 
@@ -698,6 +724,7 @@ export class Outbox {
       if (t.inflight === 0) {
         this.#counters.dropped += t.relays.size;
         t.relays.clear();
+        t.relayBytes = 0;
       }
     } else if (app) {
       if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork, swapped)) {

@@ -178,7 +178,11 @@ export class Relay {
       }
       case 'relay': {
         const raw = (packet as { raw: OutPacket }).raw;
-        this.outbox.pushRelay(r.targets, raw.topic, raw.data);
+        const dropped = this.outbox.pushRelay(r.targets, raw.topic, raw.data);
+        if (dropped < 0) {
+          this.counters.malformed++;
+          this.#reporter.count(say.UNSERIALISABLE_RELAY);
+        } else if (dropped > 0) this.#reporter.count(say.relayOverflow(this.#settings.buffer_mb), dropped);
         return;
       }
       case 'ready': {

@@ -201,3 +201,23 @@ describe('pm2 trigger drop-held (the operator)', () => {
     expect(client.sent.map((s) => s.data)).toEqual(['w0', 'a0', 'a1', 'a2', 'a3', 'a4']);
   });
 });
+
+describe('a flood of other topics (relayed to peers)', () => {
+  it("what waits for one peer is bounded (buffer_mb per target): past it the newest are dropped, counted and said; the peer's backlog is delivered in order", async () => {
+    const { relay, client, reporter, lines, settle } = await setup({ buffer_mb: 1 });
+    client.autoAnswer = false;
+    const chunk = 'x'.repeat(1000);
+    for (let i = 0; i < 5000; i++) client.msg(1, 'web', { topic: 'chat', data: `${i} ${chunk}` });
+    // 5 MB sent to a peer that reads nothing: about 1 MB of it waits.
+    const dropped = relay.counters.dropped;
+    expect(dropped).toBeGreaterThan(3500);
+    expect(dropped).toBeLessThan(4100);
+    reporter.flush();
+    expect(lines.join('\n')).toMatch(new RegExp(`${dropped} relayed packets dropped: more than buffer_mb=1 waited for one process`));
+    client.autoAnswer = true;
+    client.answer();
+    await settle();
+    const got = client.sent.filter((s) => s.pmId === 0).map((s) => Number(String(s.data).split(' ')[0]));
+    expect(got).toEqual(Array.from({ length: 5000 - dropped }, (_, i) => i));
+  });
+});
