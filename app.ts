@@ -18,7 +18,7 @@ import { Relay } from './lib/relay';
 import { Reporter } from './lib/reporter';
 import { Spool } from './lib/spool';
 import { openState } from './lib/state';
-import { tightenTree, tightenedLine } from './lib/private-files';
+import { tightenStateDir, tightenedLine } from './lib/private-files';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
@@ -53,8 +53,8 @@ async function main(): Promise<void> {
 
   const { dir, legacy, file: state, saved, retireLegacy } = openState(NAME, warn);
   // Held lines are as private as log4js's own files: what an older version left readable is not.
-  const tightened = [...tightenTree(dir), ...tightenTree(path.join(dir, 'spool')).map((p) => path.join('spool', p))];
-  if (tightened.length > 0) log(tightenedLine(dir, [...new Set(tightened)]));
+  const tightened = tightenStateDir(dir);
+  if (tightened.length > 0) log(tightenedLine(dir, tightened));
   const { settings, problems } = parseSettings(moduleConf, saved.settings);
   for (const p of problems) warn(p.message);
   const unknown = unknownKeys(moduleConf);

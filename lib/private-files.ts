@@ -44,46 +44,57 @@ export function foreignDir(dir: string, uid: number | undefined = process.getuid
 }
 
 /**
- * Take group and other access off `root` and everything under it that this user owns (links are
- * not followed). Returns what was tightened, as paths relative to `root` ('.' for itself).
+ * Take group and other access off `root` (a folder) and the files directly in it whose names
+ * match `names`: only what the module writes, never whatever else an operator keeps there, and
+ * nothing in a folder another user owns (foreignDir). Links inside are not followed; `root` itself
+ * may be the operator's link (another disk). Returns what was tightened, by name ('.' for `root`).
  */
-export function tightenTree(root: string): string[] {
+export function tightenTree(root: string, names: RegExp): string[] {
   const out: string[] = [];
+  if (foreignDir(root) !== undefined) return out;
+  let real: string;
   try {
-    root = nodeFs.realpathSync(root); // the folder itself may be a link (an operator's, checked by foreignDir)
+    real = nodeFs.realpathSync(root);
   } catch {
-    return out;
+    return out; // missing
   }
-  const visit = (p: string): void => {
+  const tighten = (p: string, name: string, want: number): void => {
     let st: nodeFs.Stats;
     try {
       st = nodeFs.lstatSync(p);
     } catch {
       return;
     }
-    if (st.isSymbolicLink()) return;
-    const dir = st.isDirectory();
+    if (st.isSymbolicLink() || (want === DIR_MODE) !== st.isDirectory()) return;
     const mode = st.mode & 0o7777;
-    const want = dir ? mode & DIR_MODE : mode & FILE_MODE;
-    if (want !== mode) {
-      try {
-        nodeFs.chmodSync(p, want);
-        out.push(path.relative(root, p) || '.');
-      } catch {
-        /* not ours: foreignDir says so for the folder itself */
-      }
-    }
-    if (!dir) return;
-    let names: string[] = [];
+    if ((mode & want) === mode) return;
     try {
-      names = nodeFs.readdirSync(p);
+      nodeFs.chmodSync(p, mode & want);
+      out.push(name);
     } catch {
-      return;
+      /* not ours */
     }
-    for (const n of names) visit(path.join(p, n));
   };
-  visit(root);
+  tighten(real, '.', DIR_MODE);
+  let entries: string[] = [];
+  try {
+    entries = nodeFs.readdirSync(real);
+  } catch {
+    return out;
+  }
+  for (const n of entries) if (names.test(n)) tighten(path.join(real, n), n, FILE_MODE);
   return out;
+}
+
+/**
+ * The state folder and its spool folder as the module writes them: state.json, bridge.json,
+ * handover files (and their temp and set-aside copies), spool segments.
+ */
+export function tightenStateDir(dir: string): string[] {
+  return [
+    ...tightenTree(dir, /^(state\.json|bridge\.json|handover-[^/]*\.json)/),
+    ...tightenTree(path.join(dir, 'spool'), /^[0-9a-f]+-\d+\.v\d+\.jsonl/).map((n) => (n === '.' ? 'spool' : `spool/${n}`)),
+  ];
 }
 
 /** The one line said when `tightenTree` changed something. */

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DIR_MODE, FILE_MODE, foreignDir, mkdirPrivate, tightenTree, tightenedLine } from '../../lib/private-files';
+import { DIR_MODE, FILE_MODE, foreignDir, mkdirPrivate, tightenStateDir, tightenTree, tightenedLine } from '../../lib/private-files';
 import { Spool } from '../../lib/spool';
 import { openState, StateFile } from '../../lib/state';
 import { writeJsonAtomic } from '../../lib/versioned';
@@ -82,30 +82,54 @@ describe('created private (umask 0)', () => {
   });
 });
 
-describe('tightenTree', () => {
-  it('takes group and other access off what an older version wrote, and says what', () => {
+describe('tightenStateDir', () => {
+  it('takes group and other access off what an older version wrote, and says what; nothing else is touched', () => {
     fs.chmodSync(dir, 0o755);
     fs.mkdirSync(path.join(dir, 'spool'), { mode: 0o755 });
     fs.writeFileSync(path.join(dir, 'state.json'), '{}', { mode: 0o644 });
+    fs.writeFileSync(path.join(dir, 'handover-0123456789abcdef.json.unknown-20261207T000000Z'), '{}', { mode: 0o644 });
     fs.writeFileSync(path.join(dir, 'spool', '61-1.v1.jsonl'), 'sx\ty\n', { mode: 0o666 });
     fs.writeFileSync(path.join(dir, 'bridge.json'), '{}', { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'an operator\'s', { mode: 0o644 });
+    fs.mkdirSync(path.join(dir, 'other'), { mode: 0o755 });
     const outside = path.join(os.tmpdir(), `pm2si-outside-${process.pid}`);
     fs.writeFileSync(outside, 'not ours to change', { mode: 0o644 });
-    fs.symlinkSync(outside, path.join(dir, 'link'));
+    fs.symlinkSync(outside, path.join(dir, 'state.json.link'));
     try {
-      const t = tightenTree(dir);
-      expect(t.sort()).toEqual(['.', 'spool', 'spool/61-1.v1.jsonl', 'state.json']);
-      expect(modes(dir)).toMatchObject({ '.': 0o700, spool: 0o700, 'state.json': 0o600, 'spool/61-1.v1.jsonl': 0o600, 'bridge.json': 0o600 });
+      const t = tightenStateDir(dir);
+      expect(t.sort()).toEqual(['.', 'handover-0123456789abcdef.json.unknown-20261207T000000Z', 'spool', 'spool/61-1.v1.jsonl', 'state.json']);
+      expect(modes(dir)).toMatchObject({ '.': 0o700, spool: 0o700, 'state.json': 0o600, 'spool/61-1.v1.jsonl': 0o600, 'bridge.json': 0o600, 'notes.txt': 0o644, other: 0o755 });
       expect(modeOf(outside)).toBe(0o644); // a link is not followed
-      expect(tightenTree(dir)).toEqual([]); // said once: the next start finds nothing to tighten
-      expect(tightenedLine(dir, t)).toContain(`made 4 file(s)/folder(s) under ${dir} private`);
+      expect(tightenStateDir(dir)).toEqual([]); // said once: the next start finds nothing to tighten
+      expect(tightenedLine(dir, t)).toContain(`made 5 file(s)/folder(s) under ${dir} private`);
     } finally {
       fs.rmSync(outside, { force: true });
     }
   });
 
   it('a missing folder: nothing', () => {
-    expect(tightenTree(path.join(dir, 'none'))).toEqual([]);
+    expect(tightenStateDir(path.join(dir, 'none'))).toEqual([]);
+  });
+
+  it("a spool folder that is the operator's link (another disk) is tightened where it points", () => {
+    const disk = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-disk-'));
+    try {
+      fs.chmodSync(disk, 0o755);
+      fs.writeFileSync(path.join(disk, '61-1.v1.jsonl'), 'sx\ty\n', { mode: 0o644 });
+      fs.symlinkSync(disk, path.join(dir, 'spool'));
+      expect(tightenStateDir(dir).sort()).toEqual(['spool', 'spool/61-1.v1.jsonl']);
+      expect(modeOf(disk)).toBe(0o700);
+    } finally {
+      fs.rmSync(disk, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("nothing in another user's folder is changed", () => {
+    fs.writeFileSync(path.join(dir, 'state.json'), '{}', { mode: 0o644 });
+    fs.chmodSync(dir, 0o755);
+    fs.chownSync(dir, 65534, 65534);
+    expect(tightenTree(dir, /^state\.json/)).toEqual([]);
+    expect(modeOf(path.join(dir, 'state.json'))).toBe(0o644);
   });
 });
 
