@@ -20,6 +20,7 @@ import { Spool } from './lib/hold/spool';
 import { openState, type OpenedState } from './lib/restart/state';
 import type { Settings } from './lib/operator/settings';
 import type { Pm2Client } from './lib/pm2/pm2-client';
+import { tightenStateDir, tightenedLine } from './lib/shared/private-files';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
@@ -190,6 +191,9 @@ async function main(): Promise<void> {
   const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
   const moduleConf = conf.module_conf ?? {};
   const opened = openState(NAME, warn);
+  // Held lines are as private as log4js's own files: what an older version left readable is not.
+  const tightened = tightenStateDir(opened.dir);
+  if (tightened.length > 0) log(tightenedLine(opened.dir, tightened));
   const settings = readSettings(moduleConf, opened.saved);
   const parts = await connectParts(settings, opened);
   const save = await start(parts, opened);

@@ -122,6 +122,7 @@ export class Relay {
       send: opts.client.send,
       writers: this.writers,
       hold: this.hold,
+      bufferBytes: opts.settings.buffer_mb * 1048576,
       events: { ...sayOutboxEvents(listener), vacated: (pmId, v) => this.writers.vacated(pmId, v), refused: (pmId, err) => this.writers.refused(pmId, err) },
       now: this.#now,
       preciseNow: opts.preciseNow,
@@ -177,12 +178,19 @@ export class Relay {
           }
         }
         this.#batches.seen(raw.topic, raw.data);
-        this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data });
+        if (!this.outbox.pushLog(r.appKey, { topic: this.#topicOf.get(raw.topic) ?? raw.topic, data: raw.data })) {
+          this.counters.malformed++;
+          this.#reporter.count(say.UNSERIALISABLE);
+        }
         return;
       }
       case 'relay': {
         const raw = (packet as { raw: OutPacket }).raw;
-        this.outbox.pushRelay(r.targets, raw.topic, raw.data);
+        const dropped = this.outbox.pushRelay(r.targets, raw.topic, raw.data);
+        if (dropped < 0) {
+          this.counters.malformed++;
+          this.#reporter.count(say.UNSERIALISABLE_RELAY);
+        } else if (dropped > 0) this.#reporter.count(say.relayOverflow(this.#settings.buffer_mb), dropped);
         return;
       }
       case 'ready': {

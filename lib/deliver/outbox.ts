@@ -14,7 +14,7 @@ import { REFILL_BELOW, type HoldBuffer } from '../hold/hold-buffer';
 import type { Vacancy } from '../proc/vacancy';
 import { createPreciseClock, realTimers, type Timers } from '../shared/clock';
 import type { Counters } from '../shared/counters';
-import type { OutPacket, SendFn } from '../shared/packet';
+import { sizeUp, type OutPacket, type SendFn } from '../shared/packet';
 import { recordsOf } from '../shared/protocol';
 import type { SendGate } from '../table/writer-table';
 import { reachedNewGeneration, SWAP_MIN_MS } from './generation';
@@ -54,6 +54,8 @@ export interface OutboxOptions {
   counters: Counters;
   /** Each app's log packets until they are sent (and again if a send fails). */
   hold: HoldBuffer;
+  /** Bytes of relayed packets that may wait for one target (`buffer_mb`). */
+  bufferBytes: number;
   maxInflight: number;
   /** Bound on what a writer may have unread in its pipe, in bytes as `pipeCost` counts them (pacing.ts). @default 0 (unbounded) */
   unreadBudget?: number;
@@ -119,21 +121,38 @@ export class Outbox {
     return true;
   }
 
-  /** Queue a log packet for its app's writer and send what can be sent. */
-  pushLog(appKey: string, packet: OutPacket): void {
-    const app = this.#app(appKey);
-    this.#hold.push(appKey, packet);
-    this.#pump(app);
+  /**
+   * Queue a log packet for its app's writer and send what can be sent. false: its data cannot be
+   * serialised (nested deeper than the stack allows), so it could never be sent: not taken.
+   */
+  pushLog(appKey: string, packet: OutPacket): boolean {
+    if (!this.#hold.push(appKey, packet)) return false;
+    this.#pump(this.#app(appKey));
+    return true;
   }
 
-  /** Queue a relayed packet for each target (a fresh object each: PM2 writes `id` into it). */
-  pushRelay(targets: readonly number[], topic: string, data: unknown): void {
+  /**
+   * Queue a relayed packet for each target (a fresh object each: PM2 writes `id` into it). What
+   * waits for one target is bounded by `buffer_mb`: an app flooding its peers must not grow the
+   * module without end (docs/security.md); past it the newest is dropped for that target. Returns
+   * how many were dropped (counted), or -1 when the data cannot be serialised (nothing queued).
+   */
+  pushRelay(targets: readonly number[], topic: string, data: unknown): number {
+    let bytes = 0;
+    let dropped = 0;
     for (const id of targets) {
       const t = this.#targets.of(id);
       if (!t.open) continue;
-      t.relays.push({ topic, data });
-      this.#pumpRelays(t);
+      if (bytes === 0) {
+        const sized: OutPacket = { topic, data };
+        bytes = sizeUp(sized);
+        if (typeof data !== 'string' && sized.wire === undefined) return -1;
+      }
+      if (!t.queueRelay({ topic, data, bytes }, this.#opts.bufferBytes)) dropped++;
+      else this.#pumpRelays(t);
     }
+    this.#counters.dropped += dropped;
+    return dropped;
   }
 
   /** Something changed for this app (a writer came, went, or became ready): send what can go. */
@@ -214,7 +233,7 @@ export class Outbox {
     if (this.#stopped) return;
     while (t.open && t.inflight < this.#opts.maxInflight && t.relays.size > 0) {
       if (!this.#alive(t)) return;
-      this.#sendOne(t, t.relays.shift() as OutPacket, null);
+      this.#sendOne(t, t.nextRelay() as OutPacket, null);
     }
   }
 

@@ -5,6 +5,7 @@
  * send, so each send waits until PM2's bus has shown whether it failed (a fence, below) before the
  * next one goes. The mechanism and its cost: docs/architecture-notes.md and the README.
  */
+import crypto from 'node:crypto';
 import type { BusHandlers, Pm2Client } from '../pm2/pm2-client';
 import type { SendDone } from '../shared/packet';
 import { realTimers, type Timers } from '../shared/clock';
@@ -26,7 +27,10 @@ export interface SendGuardOptions {
   /** Posts a packet through this process's own IPC channel (`process.send`). */
   post(packet: { topic: string; data: { nonce: string } }): void;
   timers?: Timers;
-  /** Distinguishes this run's fences from an earlier run's. */
+  /**
+   * Distinguishes this run's fences from an earlier run's, and from fences an app forges (any app
+   * can put a packet with the fence topic on the bus): random, not derived from the pid or time.
+   */
   runId?: string;
 }
 
@@ -97,7 +101,7 @@ class SendGuard {
     this.#client = client;
     this.#post = opts.post;
     this.#timers = opts.timers ?? realTimers;
-    this.#runId = opts.runId ?? `${process.pid}-${Date.now().toString(36)}`;
+    this.#runId = opts.runId ?? crypto.randomBytes(12).toString('hex');
   }
 
   send(pmId: number, topic: string, data: unknown, done: SendDone): void {
@@ -118,8 +122,10 @@ class SendGuard {
         handlers.event(packet);
       },
       pm2Log: (packet) => {
-        const text = (packet as { data?: unknown } | null)?.data;
-        if (typeof text === 'string') this.#onPm2Line(text);
+        const p = packet as { data?: unknown; process?: { pm_id?: unknown } } | null;
+        // Only the daemon's own lines: an app's process.send({ type: 'log:PM2', data }) reaches the
+        // bus as `log:PM2` too, naming the app as its process (lib/God/ClusterMode.js, ForkMode.js).
+        if (typeof p?.data === 'string' && p.process?.pm_id === 'PM2') this.#onPm2Line(p.data);
         handlers.pm2Log?.(packet);
       },
     };

@@ -38,6 +38,8 @@ export class Target<A> {
   readonly sent = new Deque<Sent<A>>();
   readonly recent = new RecentSends<A>();
   readonly relays = new Deque<OutPacket>();
+  /** Bytes of `relays`, bounded (`queueRelay`). */
+  #relayBytes = 0;
   readonly pacer: Pacer;
   readonly done: SendDone;
   /** Once detached by a new generation: its pm_uptime (what PM2 handled after it went to the new one). */
@@ -56,10 +58,26 @@ export class Target<A> {
     return this.state === 'open';
   }
 
+  /** Queue a relayed packet unless `bound` bytes already wait (one always may); false: not queued. */
+  queueRelay(packet: OutPacket, bound: number): boolean {
+    const bytes = packet.bytes ?? 0;
+    if (this.relays.size > 0 && this.#relayBytes + bytes > bound) return false;
+    this.relays.push(packet);
+    this.#relayBytes += bytes;
+    return true;
+  }
+
+  nextRelay(): OutPacket | undefined {
+    const p = this.relays.shift();
+    if (p !== undefined) this.#relayBytes -= p.bytes ?? 0;
+    return p;
+  }
+
   /** Drop the relayed packets still waiting; returns how many. */
   dropRelays(): number {
     const n = this.relays.size;
     this.relays.clear();
+    this.#relayBytes = 0;
     return n;
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Each app's log packets while they wait for its writer: in memory up to `buffer_mb` for the whole
  * module, then in the app's spool on disk (spool.ts) up to `spool_mb`, read back in order when
- * memory has room again. Past both bounds a packet is dropped, counted and announced (`overflow`).
+ * memory has room again. An app holding less than its share of either bound is taken past it
+ * (`#pastBound`), so one app's storm is not another app's loss (docs/security.md); memory and disk
+ * then stay within twice their bound. Past both a packet is dropped, counted and announced (`overflow`).
  * Order per app: packets to send again (`retry`) before anything not yet sent, and the spool holds
  * the newest, so nothing overtakes.
  */
@@ -37,6 +39,8 @@ class AppHold {
   readonly retry = new Deque<OutPacket>();
   /** Dropped so far (overflow, or dropped on purpose). */
   dropped = 0;
+  /** Bytes of its packets in memory (its part of `buffer_mb`). */
+  bytes = 0;
 
   get size(): number {
     return this.queue.size + this.retry.size;
@@ -60,6 +64,8 @@ export class HoldBuffer {
   readonly #events: HoldEvents;
   /** Bytes of held packets in memory, across apps. */
   #bytes = 0;
+  /** Apps with packets in memory (the buffer's shares, see `#pastBound`). */
+  #holding = 0;
 
   constructor(opts: HoldOptions) {
     this.#bufferBytes = opts.bufferBytes;
@@ -100,14 +106,19 @@ export class HoldBuffer {
     return this.#apps.get(appKey)?.dropped ?? 0;
   }
 
-  /** Hold a new packet: behind what is spooled (order), or in the spool once memory is full. */
-  push(appKey: string, packet: OutPacket): void {
+  /**
+   * Hold a new packet: behind what is spooled (order), or in the spool once memory is full. false:
+   * its data cannot be serialised here (nested deeper than the stack allows), so it could never be
+   * sent: not taken.
+   */
+  push(appKey: string, packet: OutPacket): boolean {
+    const bytes = sizeUp(packet); // once: for non-string data it serialises
+    if (typeof packet.data !== 'string' && packet.wire === undefined) return false;
     const app = this.#app(appKey);
     const spool = this.#spool;
-    const bytes = sizeUp(packet); // once: for non-string data it serialises
-    if (spool === undefined || !(spool.has(appKey) || (app.size > 0 && this.#bytes + bytes > this.#bufferBytes))) {
+    if (spool === undefined || !spool.takes(appKey) || !(spool.has(appKey) || (app.size > 0 && this.#pastBound(app, bytes)))) {
       this.#hold(appKey, app, packet);
-      return;
+      return true;
     }
     const first = !spool.has(appKey);
     if (spool.append(appKey, packet)) {
@@ -121,6 +132,7 @@ export class HoldBuffer {
     } else {
       this.#hold(appKey, app, packet);
     }
+    return true;
   }
 
   /** The packet that goes next, left in place. */
@@ -134,15 +146,16 @@ export class HoldBuffer {
     const packet = app?.shift();
     if (app === undefined || packet === undefined) return undefined;
     this.#counters.held--;
-    this.#bytes -= packet.bytes ?? 0;
+    this.#memory(app, -(packet.bytes ?? 0));
     if (app.size < REFILL_BELOW) this.refill(appKey);
     return packet;
   }
 
   /** A send failed: the packet goes before everything not yet sent (after earlier failed ones). */
   putBack(appKey: string, packet: OutPacket): void {
-    this.#app(appKey).retry.push(packet);
-    this.#bytes += packet.bytes ?? 0;
+    const app = this.#app(appKey);
+    app.retry.push(packet);
+    this.#memory(app, packet.bytes ?? 0);
     this.#counters.held++;
   }
 
@@ -151,7 +164,7 @@ export class HoldBuffer {
     const app = this.#app(appKey);
     for (let i = packets.length - 1; i >= 0; i--) {
       app.retry.unshift(packets[i]);
-      this.#bytes += packets[i].bytes ?? 0;
+      this.#memory(app, packets[i].bytes ?? 0);
     }
     this.#counters.held += packets.length;
   }
@@ -166,7 +179,7 @@ export class HoldBuffer {
       this.#counters.spooled -= packets.length;
       for (const p of packets) {
         app.queue.push(p);
-        this.#bytes += sizeUp(p);
+        this.#memory(app, sizeUp(p));
       }
       // What could not be read back is gone: held no more.
       const lost = this.#counters.spooled - spool.count;
@@ -237,8 +250,10 @@ export class HoldBuffer {
       for (let p = a.shift(); p !== undefined; p = a.shift()) list.push({ topic: p.topic, data: p.data });
       this.#counters.held -= list.length;
       if (list.length > 0) out[key] = list;
+      a.bytes = 0;
     }
     this.#bytes = 0;
+    this.#holding = 0;
     return out;
   }
 
@@ -248,7 +263,7 @@ export class HoldBuffer {
     if (!a) return 0;
     let n = 0;
     for (let p = a.shift(); p !== undefined; p = a.shift()) {
-      this.#bytes -= p.bytes ?? 0;
+      this.#memory(a, -(p.bytes ?? 0));
       n++;
     }
     this.#counters.held -= n;
@@ -276,9 +291,34 @@ export class HoldBuffer {
   #hold(appKey: string, app: AppHold, packet: OutPacket): void {
     const bytes = packet.bytes ?? sizeUp(packet);
     app.queue.push(packet);
-    this.#bytes += bytes;
+    this.#memory(app, bytes);
     this.#counters.held++;
-    if (this.#bytes > this.#bufferBytes && (this.#spool === undefined || this.#spool.failure !== undefined)) this.#overflow(appKey, app);
+    const spool = this.#spool;
+    if (this.#pastBound(app, 0) && (spool === undefined || spool.failure !== undefined || !spool.takes(appKey))) this.#overflow(appKey, app);
+  }
+
+  /**
+   * Is this app past what memory holds for it, with `bytes` more? The bound is the module's, but an
+   * app that holds less than its share of it (the bound split among the apps holding packets in
+   * memory) stays in memory past it: another app's storm must not send a steady app's lines to the
+   * spool, where that storm may have left no room either, nor out of memory. Never past twice the bound.
+   */
+  #pastBound(app: AppHold, bytes: number): boolean {
+    const bound = this.#bufferBytes;
+    const total = this.#bytes + bytes;
+    if (total <= bound) return false;
+    if (total > 2 * bound) return true;
+    const apps = this.#holding + (app.bytes > 0 ? 0 : 1);
+    return app.bytes + bytes > bound / apps;
+  }
+
+  /** Held bytes in memory change, the app's and the module's. */
+  #memory(app: AppHold, delta: number): void {
+    const before = app.bytes;
+    app.bytes += delta;
+    this.#bytes += delta;
+    if (before <= 0 && app.bytes > 0) this.#holding++;
+    else if (before > 0 && app.bytes <= 0) this.#holding--;
   }
 
   /** Memory past the bound and no spool: this app's oldest go first. */
@@ -286,7 +326,7 @@ export class HoldBuffer {
     let n = 0;
     while (this.#bytes > this.#bufferBytes && app.size > 1) {
       const p = app.shift() as OutPacket;
-      this.#bytes -= p.bytes ?? 0;
+      this.#memory(app, -(p.bytes ?? 0));
       n++;
     }
     this.#counters.held -= n;

@@ -15,10 +15,15 @@
 import nodeFs from 'node:fs';
 import path from 'node:path';
 import type { OutPacket } from '../shared/packet';
+import { DIR_MODE, FILE_MODE, foreignDir } from '../shared/private-files';
 
 /** The file format of a segment; a newer module reads older ones, an unknown one is set aside. */
 export const SPOOL_FORMAT = 1;
 const SEGMENT = /^([0-9a-f]+)-(\d+)\.v(\d+)\.jsonl$/;
+/** The longest file name most file systems take (ext4, xfs, btrfs, apfs, ntfs: 255). */
+const MAX_FILE_NAME = 255;
+/** `-<seq>.v<format>.jsonl` at most (seq: microseconds, 17 digits for centuries yet). */
+const MAX_SUFFIX = 32;
 
 export type SpoolFs = Pick<typeof nodeFs, 'mkdirSync' | 'readdirSync' | 'readFileSync' | 'openSync' | 'writeSync' | 'ftruncateSync' | 'closeSync' | 'unlinkSync' | 'renameSync'>;
 
@@ -50,6 +55,8 @@ interface AppSpool {
   pending: string[];
   pendingBytes: number;
   nextSeq: number;
+  /** Bytes on disk and about to be (its part of `spool_mb`). */
+  bytes: number;
 }
 
 export class Spool {
@@ -102,6 +109,15 @@ export class Spool {
     return this.#apps.has(appKey);
   }
 
+  /**
+   * Whether this app's packets can be spooled: its file names (the app key in hex) fit in a file
+   * name (255 bytes on common file systems). A longer one keeps that app in memory, not every app
+   * off the disk.
+   */
+  takes(appKey: string): boolean {
+    return Buffer.byteLength(appKey) * 2 + MAX_SUFFIX <= MAX_FILE_NAME;
+  }
+
   appKeys(): string[] {
     return [...this.#apps.keys()];
   }
@@ -114,10 +130,16 @@ export class Spool {
     if (this.#failed) return;
     let names: string[];
     try {
-      this.#fs.mkdirSync(this.dir, { recursive: true });
+      this.#fs.mkdirSync(this.dir, { recursive: true, mode: DIR_MODE });
       names = this.#fs.readdirSync(this.dir);
     } catch (err) {
       this.#fail(`cannot use the spool folder ${this.dir}: ${(err as Error).message}`);
+      return;
+    }
+    // Another user's folder (or a link they made): its files are not read back as this user's lines.
+    const foreign = foreignDir(this.dir);
+    if (foreign) {
+      this.#fail(`not using the spool folder: ${foreign}`);
       return;
     }
     const found: { key: string; seq: number; file: string }[] = [];
@@ -151,13 +173,14 @@ export class Spool {
       a.segments.push({ file: f.file, seq: f.seq, bytes: text.length, count });
       a.nextSeq = Math.max(a.nextSeq, f.seq + 1);
       this.#bytes += text.length;
+      a.bytes += text.length;
       this.#count += count;
     }
   }
 
   /** Append a packet behind everything spooled for its app. false: full or failed (not kept). */
   append(appKey: string, packet: OutPacket): boolean {
-    if (this.#failed) return false;
+    if (this.#failed || !this.takes(appKey)) return false;
     let line: string;
     const d = packet.data;
     if (typeof d === 'string' && !d.includes('\n') && !packet.topic.includes('\t')) line = `s${packet.topic}\t${d}\n`;
@@ -169,10 +192,11 @@ export class Spool {
       }
     }
     const size = Buffer.byteLength(line);
-    if (this.#bytes + size > this.#maxBytes) return false;
+    if (this.#bytes + size > this.#maxBytes && !this.#withinShare(appKey, size)) return false;
     const a = this.#app(appKey);
     a.pending.push(line);
     a.pendingBytes += size;
+    a.bytes += size;
     this.#bytes += size;
     this.#count++;
     if (a.pendingBytes >= this.#chunkBytes) this.#write(a);
@@ -208,11 +232,13 @@ export class Spool {
       }
       a.segments.shift();
       this.#bytes -= seg.bytes;
+      a.bytes -= seg.bytes;
       this.#count -= seg.count;
     } else {
       // Nothing on disk: the buffered lines are the oldest.
       out = this.#parse(a.pending.join(''));
       this.#bytes -= a.pendingBytes;
+      a.bytes -= a.pendingBytes;
       this.#count -= a.pending.length;
       a.pending = [];
       a.pendingBytes = 0;
@@ -259,10 +285,23 @@ export class Spool {
   #app(key: string): AppSpool {
     let a = this.#apps.get(key);
     if (!a) {
-      a = { key, segments: [], fd: undefined, pending: [], pendingBytes: 0, nextSeq: 1 };
+      a = { key, segments: [], fd: undefined, pending: [], pendingBytes: 0, nextSeq: 1, bytes: 0 };
       this.#apps.set(key, a);
     }
     return a;
+  }
+
+  /**
+   * Past `spool_mb`, an app that holds less than its share of it (the bound split among the apps
+   * that spool) is still taken: another app's storm must not fill the disk for everyone (the
+   * outbox shares memory the same way). The disk then passes the bound by those shares, never
+   * beyond twice the bound.
+   */
+  #withinShare(appKey: string, size: number): boolean {
+    if (this.#bytes + size > 2 * this.#maxBytes) return false;
+    const a = this.#apps.get(appKey);
+    const apps = this.#apps.size + (a === undefined ? 1 : 0);
+    return (a?.bytes ?? 0) + size <= this.#maxBytes / apps;
   }
 
   #forget(a: AppSpool): void {
@@ -287,11 +326,11 @@ export class Spool {
       let tail = a.segments[a.segments.length - 1];
       if (a.fd === undefined || tail === undefined || tail.bytes >= this.#segmentBytes) {
         this.#closeTail(a);
-        this.#fs.mkdirSync(this.dir, { recursive: true });
+        this.#fs.mkdirSync(this.dir, { recursive: true, mode: DIR_MODE });
         const seq = Math.max(a.nextSeq, Date.now() * 1000);
         a.nextSeq = seq + 1;
         const file = path.join(this.dir, `${Buffer.from(a.key, 'utf8').toString('hex')}-${seq}.v${SPOOL_FORMAT}.jsonl`);
-        a.fd = this.#fs.openSync(file, 'a');
+        a.fd = this.#fs.openSync(file, 'a', FILE_MODE);
         tail = { file, seq, bytes: 0, count: 0 };
         a.segments.push(tail);
       }

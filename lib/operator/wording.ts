@@ -27,6 +27,17 @@ export const DROP_PHRASE: Readonly<Record<DropReason, string>> = {
   'no-peers': 'non-log packets with no peer to relay to',
 };
 
+/** Log packets whose data the module cannot serialise (nested deeper than its stack allows). */
+export const UNSERIALISABLE = 'log packets skipped: data nested too deeply to serialise';
+
+/** Packets of other topics whose data the module cannot serialise. */
+export const UNSERIALISABLE_RELAY = 'packets not relayed: data nested too deeply to serialise';
+
+/** Relayed packets dropped because too much waited for one target process. */
+export function relayOverflow(bufferMb: number): string {
+  return `relayed packets dropped: more than buffer_mb=${bufferMb} waited for one process`;
+}
+
 // --- an app's writer ---
 
 export function writerIs(appKey: string, writer: ProcessInfo): string {

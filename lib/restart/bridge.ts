@@ -156,7 +156,7 @@ function main(): void {
     .subscribe({
       message: (p) => {
         announce();
-        const m = markerOf(p);
+        const m = markerOf(p, process.env.PM2SI_MODULE_NAME || undefined);
         if (m) {
           if (m.kind === 'stop' && m.nonce === nonce) armed = true;
           // A module without a protocol (0.1.0) reads its handover from the module's folder.

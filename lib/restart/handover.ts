@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MARKER_TOPIC } from '../shared/protocol';
 import { pidAlive, type LogFn } from '../shared/system';
+import { mkdirPrivate } from '../shared/private-files';
 import { FORMAT, readVersioned } from './versioned';
 
 /**
@@ -46,10 +47,16 @@ export interface Marker {
 /** This version's handover protocol (see Marker.protocol). */
 export const PROTOCOL = 2;
 
-/** The marker a bus packet carries, if it is one. */
-export function markerOf(packet: unknown): Marker | undefined {
-  const raw = (packet as { raw?: { topic?: unknown; data?: unknown } } | null)?.raw;
+/**
+ * The marker a bus packet carries, if any. `from`: only from a process of that name (PM2 names the
+ * sender; an app cannot): any app can put the marker topic on the bus, and the bridge ends its
+ * handover at the first `start` it sees.
+ */
+export function markerOf(packet: unknown, from?: string): Marker | undefined {
+  const p = packet as { raw?: { topic?: unknown; data?: unknown }; process?: { name?: unknown } } | null;
+  const raw = p?.raw;
   if (!raw || typeof raw !== 'object' || raw.topic !== MARKER_TOPIC) return undefined;
+  if (from !== undefined && p?.process?.name !== from) return undefined;
   const d = raw.data as Partial<Marker> | undefined;
   if (!d || (d.kind !== 'stop' && d.kind !== 'start') || typeof d.nonce !== 'string') return undefined;
   return typeof d.protocol === 'number' ? { kind: d.kind, nonce: d.nonce, protocol: d.protocol } : { kind: d.kind, nonce: d.nonce };
@@ -76,11 +83,19 @@ export const files = {
   handoverPrefix: 'handover-',
 };
 
+/**
+ * A nonce as bridges have them (random hex: 16 digits): it becomes part of a file name, so never
+ * one with a path in it (a bridge found in the process table can be any local user's process).
+ */
+function plainNonce(nonce: unknown): nonce is string {
+  return typeof nonce === 'string' && /^[\w-]{1,64}$/.test(nonce);
+}
+
 /** The bridge announced in `dir`, if its process still runs. */
-function readBridge(dir: string): BridgeInfo | undefined {
+export function readBridge(dir: string): BridgeInfo | undefined {
   try {
     const info = JSON.parse(fs.readFileSync(files.bridge(dir), 'utf8')) as Partial<BridgeInfo>;
-    if (typeof info.pid !== 'number' || typeof info.nonce !== 'string') return undefined;
+    if (typeof info.pid !== 'number' || !plainNonce(info.nonce)) return undefined;
     if (!pidAlive(info.pid)) return undefined;
     return { pid: info.pid, nonce: info.nonce, dir: typeof info.dir === 'string' ? info.dir : dir };
   } catch {
@@ -106,15 +121,18 @@ export function findBridge(dirs: string[], procRoot = '/proc'): BridgeInfo | und
   } catch {
     return undefined;
   }
+  const uid = process.getuid?.();
   for (const pid of pids) {
     let argv: string[];
     try {
+      // Only this user's processes: anyone can start one named like a bridge.
+      if (uid !== undefined && fs.statSync(path.join(procRoot, pid)).uid !== uid) continue;
       argv = fs.readFileSync(path.join(procRoot, pid, 'cmdline'), 'utf8').split('\0');
     } catch {
       continue;
     }
     const at = argv.findIndex((a) => a.endsWith(`${path.sep}bridge.js`));
-    if (at < 0 || !dirs.includes(argv[at + 1]) || !argv[at + 2]) continue;
+    if (at < 0 || !dirs.includes(argv[at + 1]) || !plainNonce(argv[at + 2])) continue;
     return { pid: Number(pid), nonce: argv[at + 2], dir: argv[at + 1] };
   }
   return undefined;
@@ -290,8 +308,9 @@ export class Handover {
   }
 
   #spawnBridge(nonce: string): number | undefined {
-    fs.mkdirSync(this.#dir, { recursive: true });
-    const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1] };
+    mkdirPrivate(this.#dir);
+    // The bridge takes markers from processes of the module's name only (PM2 sets `name` in its env).
+    const env: NodeJS.ProcessEnv = { ...process.env, PM2SI_DAEMON_ARGV1: process.argv[1], PM2SI_MODULE_NAME: process.env.name || 'pm2-scoped-intercom' };
     delete env.PM2_USAGE;
     const child = spawn(process.execPath, [path.join(__dirname, 'bridge.js'), this.#dir, nonce, '60000', this.#legacy ?? ''], { detached: true, stdio: 'ignore', env });
     child.unref();

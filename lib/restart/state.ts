@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Settings } from '../operator/settings';
 import type { OutPacket } from '../shared/packet';
+import { foreignDir, mkdirPrivate } from '../shared/private-files';
 import { pm2Home } from '../shared/system';
 import { FORMAT, readVersioned, writeJsonAtomic } from './versioned';
 
@@ -64,7 +65,7 @@ export class StateFile {
 
   /** Write atomically, so a kill mid-write leaves the old state. */
   save(state: SavedState): void {
-    fs.mkdirSync(path.dirname(this.file), { recursive: true });
+    mkdirPrivate(path.dirname(this.file));
     writeJsonAtomic(this.file, { format: FORMAT, ...state });
   }
 }
@@ -83,7 +84,15 @@ export interface OpenedState {
 
 /** This run's state file and what the last run left (`say` hears what could not be read). */
 export function openState(name: string, say: (line: string) => void): OpenedState {
-  const dir = stateDir(name);
+  let dir = stateDir(name);
+  const foreign = foreignDir(dir);
+  if (foreign) {
+    // Another user's folder: what is there is not read (planted lines would reach the apps' logs)
+    // and nothing is written there (they could read it). A private folder of this run instead.
+    const own = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`));
+    say(`not using the state folder ${foreign}: held log packets and settings are kept in ${own} for this run only (lost at the next restart); give the folder to this user`);
+    dir = own;
+  }
   // 0.1.0 kept its files in the module's folder: read what it left there, once.
   const legacy = legacyStateDir(name);
   const file = new StateFile(dir);

@@ -7,6 +7,7 @@
  * once: renamed, it is not seen again, and nothing is deleted that a newer version could still read.
  */
 import fs from 'node:fs';
+import { FILE_MODE } from '../shared/private-files';
 
 /** The format this version writes. */
 export const FORMAT = 1;
@@ -15,10 +16,15 @@ export function setAsideName(file: string, now: Date = new Date()): string {
   return `${file}.unknown-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
 }
 
-/** Write JSON atomically (temp file + rename), so a kill mid-write leaves the old file. */
+/**
+ * Write JSON atomically (temp file + rename), so a kill mid-write leaves the old file. The file is
+ * private (0600) from its creation: a stale temp file of an earlier run is removed first, since
+ * `mode` applies only to a file that is created.
+ */
 export function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value));
+  fs.rmSync(tmp, { force: true });
+  fs.writeFileSync(tmp, JSON.stringify(value), { mode: FILE_MODE, flag: 'wx' });
   fs.renameSync(tmp, file);
 }
 

@@ -144,3 +144,43 @@ describe('send guard (no /proc): one send at a time, each confirmed by a fence o
     expect(s.guarded.guard().blocked).toEqual([7]);
   });
 });
+
+describe('send guard: what an app can forge (docs/security.md)', () => {
+  it("an app's own `log:PM2` packets (process.send({ type: 'log:PM2', data })) neither fail a send nor block another app's writer", async () => {
+    const s = await setup();
+    // PM2 emits a message with `type` and `data` under the type, naming the app as its process.
+    const forged = (text: string) => s.h.pm2Log!({ at: 1, data: text, process: { pm_id: 5, name: 'evil', namespace: 'default' } });
+    s.send(3, 'a');
+    s.inner.answer(1);
+    forged(CLOSED);
+    forged('App [web:3] starting in -cluster mode-\n');
+    s.echo();
+    expect(s.results).toEqual([null]);
+    expect(s.guarded.guard()).toMatchObject({ caught: 0, blocked: [], swaps: 0 });
+    s.send(3, 'b');
+    expect(s.inner.pending.map((p) => p.packet.data)).toEqual(['b']);
+  });
+
+  it('a fence nonce cannot be guessed from the pid and the time', async () => {
+    const inner = new FakeClient();
+    inner.autoAnswer = false;
+    const posted: string[] = [];
+    const t0 = Date.now();
+    const guarded = guardSends(inner, { post: (p) => posted.push(p.data.nonce), timers: new FakeTimers() });
+    const t1 = Date.now();
+    const results: (Error | null)[] = [];
+    await guarded.subscribe({ message: () => {}, event: () => {} });
+    guarded.send(1, 'log4js:message', 'a', (err) => results.push(err));
+    inner.answer(1);
+    expect(posted).toHaveLength(1);
+    // Every nonce an app that knows the module's pid could send around that time: none is taken.
+    for (let t = t0; t <= t1; t++) {
+      for (let seq = 1; seq <= 3; seq++) {
+        inner.handlers!.message({ raw: { topic: FENCE_TOPIC, data: { nonce: `${process.pid}-${t.toString(36)}:${seq}` } }, process: { pm_id: 5, name: 'evil' } });
+      }
+    }
+    expect(results).toEqual([]);
+    inner.handlers!.message({ raw: { topic: FENCE_TOPIC, data: { nonce: posted[0] } }, process: { pm_id: 9, name: 'pm2-scoped-intercom' } });
+    expect(results).toEqual([null]);
+  });
+});

@@ -141,4 +141,13 @@ describe('markers', () => {
     expect(markerOf({ raw: { topic: start.topic, data: { kind: 'start', nonce: 'n' } } })).toEqual({ kind: 'start', nonce: 'n' });
     expect(markerOf({ raw: markerPacket('stop', 'n') })).toEqual({ kind: 'stop', nonce: 'n' });
   });
+
+  it("the bridge takes markers from the module only: an app's forged `start` would end a handover early (docs/security.md)", () => {
+    const start = markerPacket('start', 'n');
+    const fromModule = { raw: start, process: { pm_id: 9, name: 'pm2-scoped-intercom', namespace: 'default' } };
+    const fromApp = { raw: start, process: { pm_id: 3, name: 'web', namespace: 'default' } };
+    expect(markerOf(fromModule, 'pm2-scoped-intercom')).toEqual({ kind: 'start', nonce: 'n', protocol: PROTOCOL });
+    expect(markerOf(fromApp, 'pm2-scoped-intercom')).toBeUndefined();
+    expect(markerOf({ raw: start }, 'pm2-scoped-intercom')).toBeUndefined();
+  });
 });
