@@ -17,7 +17,8 @@ import type { Counters } from '../shared/counters';
 import { sizeUp, type OutPacket, type SendFn } from '../shared/packet';
 import { recordsOf } from '../shared/protocol';
 import type { SendGate } from '../table/writer-table';
-import { reachedNewGeneration, SWAP_MIN_MS } from './generation';
+import { SWAP_MIN_MS } from './generation';
+import { Replays } from './replays';
 import { TargetTable, type Target } from './targets';
 
 /** What the operator is told of the outbox's doings (the relay words them: operator/wording.ts). */
@@ -77,6 +78,7 @@ export class Outbox {
   readonly #apps = new Map<string, AppSends>();
   readonly #targets: TargetTable<AppSends>;
   readonly #hold: HoldBuffer;
+  readonly #replays: Replays<AppSends>;
   readonly #opts: OutboxOptions;
   readonly #writers: SendGate;
   readonly #events: OutboxEvents;
@@ -94,6 +96,7 @@ export class Outbox {
     const pacing = { budget: opts.unreadBudget ?? 0, timers: opts.timers ?? realTimers, counters: opts.counters };
     this.#targets = new TargetTable<AppSends>((pmId) => this.#writers.generationOf(pmId), pacing, (t, err, swapped) => this.#onDone(t, err, swapped));
     this.#hold = opts.hold;
+    this.#replays = new Replays<AppSends>(opts.hold, opts.counters, opts.events.replayed);
   }
 
   /** An app's delivery, if the outbox has had log packets of it. */
@@ -258,37 +261,12 @@ export class Outbox {
   #detach(t: Target<AppSends>, startedAt: number): void {
     const dead = t.state === 'dead';
     this.#targets.detach(t);
-    if (!(startedAt > t.startedAt)) return;
-    t.replacedAt = startedAt;
-    // A dead target (kill -9, a crash) is judged by the probe's word only: judged by timing, a
-    // line was sent twice when an answer was read late; not judged, at most that one send is lost,
-    // within the kill -9 bound (docs/how-it-works.md).
-    t.probeOnly = dead;
-    this.#replay(t.pmId, t.recent.reachedBy(startedAt, dead));
+    if (startedAt > t.startedAt) this.#replays.replaced(t, startedAt, dead);
   }
 
-  /**
-   * At shutdown: sends the probe says reached a worker that a reload had just forked under a
-   * target's pm_id, whose `online` this run will not see (the replay would wait for it): back into
-   * the hold buffer, to be saved with it.
-   */
+  /** At shutdown: what reached a worker a reload forked, whose `online` this run will not see, is kept. */
   keepUnjudged(): void {
-    for (const t of this.#targets.all()) {
-      if (this.#writers.forkedSince(t.pmId) === true) this.#replay(t.pmId, t.recent.takeSwapped());
-    }
-  }
-
-  /** Delivered sends that reached a process not running the app: to the front of their app's queue. */
-  #replay(pmId: number, byApp: Map<AppSends, OutPacket[]>): void {
-    let n = 0;
-    for (const [app, list] of byApp) {
-      n += list.length;
-      for (const p of list) this.#counters.recordsOut -= recordsOf(p);
-      app.forwarded -= list.length;
-      this.#hold.requeueFront(app.key, list);
-    }
-    this.#counters.out -= n;
-    if (n > 0) this.#events.replayed?.(pmId, n);
+    for (const t of this.#targets.all()) if (this.#writers.forkedSince(t.pmId) === true) this.#replays.unjudged(t);
   }
 
   #sendOne(t: Target<AppSends>, packet: OutPacket, app: AppSends | null, cost = 0): void {
@@ -316,7 +294,7 @@ export class Outbox {
   /** Back to the front, before anything not yet sent: never lost, never reordered. */
   #failed(t: Target<AppSends>, err: Error, packet: OutPacket, app: AppSends | null): void {
     this.#counters.sendErrors++;
-    if (app) this.#hold.putBack(app.key, packet);
+    if (app) this.#hold.putBack(app.key, [packet]);
     else this.#counters.dropped++;
     if (t.inflight === 0) this.#counters.dropped += t.dropRelays();
     if (t.open) {
@@ -330,18 +308,13 @@ export class Outbox {
     // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
     // by now (the swap and the fork are one step of the daemon); asked only for a slow answer.
     const beforeAnyFork = answeredAt - sentAt > SWAP_MIN_MS && this.#writers.forkedSince(t.pmId) === false;
-    if (reachedNewGeneration(sentAt, answeredAt, t.replacedAt, beforeAnyFork, swapped) && (!t.probeOnly || swapped === true)) {
-      // Accepted by a generation that was not listening yet: send again when it is, after what
-      // was sent before it and came back the same way (answers arrive in send order).
-      this.#hold.putBack(app.key, packet);
-      this.#events.replayed?.(t.pmId, 1);
-      return;
-    }
+    const r = { packet, app, sentAt, answeredAt, beforeAnyFork, swapped };
+    if (this.#replays.answered(t, r)) return;
     this.#counters.out++;
     this.#counters.recordsOut += recordsOf(packet);
     app.forwarded++;
     // Kept until the target is detached: a vacated target may yet turn out replaced.
-    if (t.state !== 'detached') t.recent.remember({ packet, app, sentAt, answeredAt, beforeAnyFork, swapped });
+    if (t.state !== 'detached') t.recent.remember(r);
   }
 
   /** Apps whose writer is this target may have waited for a free slot or for room in its pipe. */

@@ -2,7 +2,7 @@
  * Each app's log packets while they wait for its writer: in memory up to `buffer_mb` for the whole
  * module, then in the app's spool on disk (spool.ts) up to `spool_mb`, read back in order when
  * memory has room again. An app holding less than its share of either bound is taken past it
- * (`#pastBound`), so one app's storm is not another app's loss (docs/security.md); memory and disk
+ * (shares.ts), so one app's storm is not another app's loss (docs/security.md); memory and disk
  * then stay within twice their bound. Past both a packet is dropped, counted and announced (`overflow`).
  * Order per app: packets to send again (`retry`) before anything not yet sent, and the spool holds
  * the newest, so nothing overtakes.
@@ -10,6 +10,7 @@
 import type { Counters } from '../shared/counters';
 import { Deque } from '../shared/deque';
 import { sizeUp, type OutPacket } from '../shared/packet';
+import { MemoryShares } from './shares';
 import type { Spool } from './spool';
 
 /** Refill an app's memory from its spool when fewer than this many packets are left in memory. */
@@ -35,8 +36,11 @@ export interface HoldOptions {
 /** One app's packets in memory. */
 class AppHold {
   readonly queue = new Deque<OutPacket>();
-  /** Sent, then failed or found unread: due again before anything in `queue`. */
+  /** Sent, then failed or found unread: due again before anything in `queue`, in their order (`seq`). */
   readonly retry = new Deque<OutPacket>();
+  /** The `seq` of the newest packet queued, and of the oldest restored one. */
+  #newest = 0;
+  #oldest = 0;
   /** Dropped so far (overflow, or dropped on purpose). */
   dropped = 0;
   /** Bytes of its packets in memory (its part of `buffer_mb`). */
@@ -54,21 +58,55 @@ class AppHold {
   shift(): OutPacket | undefined {
     return this.retry.size > 0 ? this.retry.shift() : this.queue.shift();
   }
+
+  /** A packet newer than everything held: to the end of the queue. */
+  enqueue(p: OutPacket): void {
+    p.seq = ++this.#newest;
+    this.queue.push(p);
+  }
+
+  /** Packets older than everything held (saved at the last shutdown): before all, in their order. */
+  restore(packets: readonly OutPacket[]): void {
+    for (let i = packets.length - 1; i >= 0; i--) {
+      packets[i].seq = --this.#oldest;
+      this.retry.unshift(packets[i]);
+    }
+  }
+
+  /**
+   * Packets that were sent come back (in any order): into `retry` where their `seq` puts them,
+   * before anything not sent yet. Whatever is in `retry` is older than `queue`.
+   */
+  putBack(packets: readonly OutPacket[]): void {
+    const sorted = [...packets].sort(bySeq);
+    const first = this.retry.peek();
+    const last = this.retry.peekLast();
+    if (last === undefined || bySeq(last, sorted[0]) < 0) {
+      for (const p of sorted) this.retry.push(p);
+    } else if (bySeq(sorted[sorted.length - 1], first as OutPacket) < 0) {
+      for (let i = sorted.length - 1; i >= 0; i--) this.retry.unshift(sorted[i]);
+    } else {
+      const all = [...sorted];
+      for (let p = this.retry.shift(); p !== undefined; p = this.retry.shift()) all.push(p);
+      for (const p of all.sort(bySeq)) this.retry.push(p);
+    }
+  }
+}
+
+/** Order of held packets (`seq`, given when they are queued). */
+function bySeq(a: OutPacket, b: OutPacket): number {
+  return (a.seq ?? 0) - (b.seq ?? 0);
 }
 
 export class HoldBuffer {
   readonly #apps = new Map<string, AppHold>();
-  readonly #bufferBytes: number;
   readonly #spool: Spool | undefined;
   readonly #counters: Counters;
   readonly #events: HoldEvents;
-  /** Bytes of held packets in memory, across apps. */
-  #bytes = 0;
-  /** Apps with packets in memory (the buffer's shares, see `#pastBound`). */
-  #holding = 0;
+  readonly #shares: MemoryShares;
 
   constructor(opts: HoldOptions) {
-    this.#bufferBytes = opts.bufferBytes;
+    this.#shares = new MemoryShares(opts.bufferBytes);
     this.#spool = opts.spool;
     this.#counters = opts.counters;
     this.#events = opts.events;
@@ -76,7 +114,7 @@ export class HoldBuffer {
 
   /** Held log packets in memory, bytes (estimated). */
   get bytes(): number {
-    return this.#bytes;
+    return this.#shares.bytes;
   }
 
   /** Whether it holds, or has held, packets of this app (until it is forgotten). */
@@ -116,7 +154,7 @@ export class HoldBuffer {
     if (typeof packet.data !== 'string' && packet.wire === undefined) return false;
     const app = this.#app(appKey);
     const spool = this.#spool;
-    if (spool === undefined || !spool.takes(appKey) || !(spool.has(appKey) || (app.size > 0 && this.#pastBound(app, bytes)))) {
+    if (spool === undefined || !spool.takes(appKey) || !(spool.has(appKey) || (app.size > 0 && this.#shares.pastBound(app, bytes)))) {
       this.#hold(appKey, app, packet);
       return true;
     }
@@ -146,26 +184,20 @@ export class HoldBuffer {
     const packet = app?.shift();
     if (app === undefined || packet === undefined) return undefined;
     this.#counters.held--;
-    this.#memory(app, -(packet.bytes ?? 0));
+    this.#shares.change(app, -(packet.bytes ?? 0));
     if (app.size < REFILL_BELOW) this.refill(appKey);
     return packet;
   }
 
-  /** A send failed: the packet goes before everything not yet sent (after earlier failed ones). */
-  putBack(appKey: string, packet: OutPacket): void {
+  /**
+   * Sent packets come back (a send failed, or reached a process not running the app yet): before
+   * everything not sent yet, in their order.
+   */
+  putBack(appKey: string, packets: readonly OutPacket[]): void {
+    if (packets.length === 0) return;
     const app = this.#app(appKey);
-    app.retry.push(packet);
-    this.#memory(app, packet.bytes ?? 0);
-    this.#counters.held++;
-  }
-
-  /** Put packets (in their send order) before everything else the app waits to send. */
-  requeueFront(appKey: string, packets: readonly OutPacket[]): void {
-    const app = this.#app(appKey);
-    for (let i = packets.length - 1; i >= 0; i--) {
-      app.retry.unshift(packets[i]);
-      this.#memory(app, packets[i].bytes ?? 0);
-    }
+    app.putBack(packets);
+    for (const p of packets) this.#shares.change(app, p.bytes ?? 0);
     this.#counters.held += packets.length;
   }
 
@@ -174,12 +206,12 @@ export class HoldBuffer {
     const spool = this.#spool;
     const app = this.#apps.get(appKey);
     if (!spool || !app || !spool.has(appKey)) return;
-    while (spool.has(appKey) && app.size < REFILL_BELOW && (this.#bytes < this.#bufferBytes / 2 || app.size === 0)) {
+    while (spool.has(appKey) && app.size < REFILL_BELOW && (this.#shares.underHalf || app.size === 0)) {
       const packets = spool.take(appKey);
       this.#counters.spooled -= packets.length;
       for (const p of packets) {
-        app.queue.push(p);
-        this.#memory(app, sizeUp(p));
+        app.enqueue(p);
+        this.#shares.change(app, sizeUp(p));
       }
       // What could not be read back is gone: held no more.
       const lost = this.#counters.spooled - spool.count;
@@ -198,7 +230,10 @@ export class HoldBuffer {
       sizeUp(out);
       return out;
     });
-    this.requeueFront(appKey, list);
+    const app = this.#app(appKey);
+    app.restore(list);
+    for (const p of list) this.#shares.change(app, p.bytes ?? 0);
+    this.#counters.held += list.length;
   }
 
   /**
@@ -250,10 +285,8 @@ export class HoldBuffer {
       for (let p = a.shift(); p !== undefined; p = a.shift()) list.push({ topic: p.topic, data: p.data });
       this.#counters.held -= list.length;
       if (list.length > 0) out[key] = list;
-      a.bytes = 0;
     }
-    this.#bytes = 0;
-    this.#holding = 0;
+    this.#shares.reset(this.#apps.values());
     return out;
   }
 
@@ -263,7 +296,7 @@ export class HoldBuffer {
     if (!a) return 0;
     let n = 0;
     for (let p = a.shift(); p !== undefined; p = a.shift()) {
-      this.#memory(a, -(p.bytes ?? 0));
+      this.#shares.change(a, -(p.bytes ?? 0));
       n++;
     }
     this.#counters.held -= n;
@@ -290,43 +323,19 @@ export class HoldBuffer {
   /** Into memory; past the bound with no spool to take it, the oldest of this app go. */
   #hold(appKey: string, app: AppHold, packet: OutPacket): void {
     const bytes = packet.bytes ?? sizeUp(packet);
-    app.queue.push(packet);
-    this.#memory(app, bytes);
+    app.enqueue(packet);
+    this.#shares.change(app, bytes);
     this.#counters.held++;
     const spool = this.#spool;
-    if (this.#pastBound(app, 0) && (spool === undefined || spool.failure !== undefined || !spool.takes(appKey))) this.#overflow(appKey, app);
-  }
-
-  /**
-   * Is this app past what memory holds for it, with `bytes` more? The bound is the module's, but an
-   * app that holds less than its share of it (the bound split among the apps holding packets in
-   * memory) stays in memory past it: another app's storm must not send a steady app's lines to the
-   * spool, where that storm may have left no room either, nor out of memory. Never past twice the bound.
-   */
-  #pastBound(app: AppHold, bytes: number): boolean {
-    const bound = this.#bufferBytes;
-    const total = this.#bytes + bytes;
-    if (total <= bound) return false;
-    if (total > 2 * bound) return true;
-    const apps = this.#holding + (app.bytes > 0 ? 0 : 1);
-    return app.bytes + bytes > bound / apps;
-  }
-
-  /** Held bytes in memory change, the app's and the module's. */
-  #memory(app: AppHold, delta: number): void {
-    const before = app.bytes;
-    app.bytes += delta;
-    this.#bytes += delta;
-    if (before <= 0 && app.bytes > 0) this.#holding++;
-    else if (before > 0 && app.bytes <= 0) this.#holding--;
+    if (this.#shares.pastBound(app, 0) && (spool === undefined || spool.failure !== undefined || !spool.takes(appKey))) this.#overflow(appKey, app);
   }
 
   /** Memory past the bound and no spool: this app's oldest go first. */
   #overflow(appKey: string, app: AppHold): void {
     let n = 0;
-    while (this.#bytes > this.#bufferBytes && app.size > 1) {
+    while (this.#shares.full && app.size > 1) {
       const p = app.shift() as OutPacket;
-      this.#memory(app, -(p.bytes ?? 0));
+      this.#shares.change(app, -(p.bytes ?? 0));
       n++;
     }
     this.#counters.held -= n;

@@ -34,6 +34,10 @@ export class Deque<T> {
     return this.#size === 0 ? undefined : this.#items[this.#head];
   }
 
+  peekLast(): T | undefined {
+    return this.#size === 0 ? undefined : this.#items[(this.#head + this.#size - 1) & (this.#items.length - 1)];
+  }
+
   clear(): void {
     this.#items = new Array(16);
     this.#head = 0;

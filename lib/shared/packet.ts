@@ -10,6 +10,8 @@ export interface OutPacket {
   bytes?: number;
   /** Non-string data: its length as JSON in UTF-8 bytes, what PM2 writes into the writer's pipe (measured when it is held). */
   wire?: number;
+  /** Its place in its app's order, given when it is first taken to be sent (hold/hold-buffer.ts). */
+  seq?: number;
 }
 
 /**
