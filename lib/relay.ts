@@ -51,6 +51,8 @@ export interface RelayOptions {
   writerFiles?: WriterFiles;
 }
 
+/** How long a deleted app's held lines are kept in case it comes back (ms): see `#removed`. */
+const DELETED_GRACE_MS = 30_000;
 /** How long an app may hold packets before the module says why (ms). */
 const HELD_WARN_AFTER_MS = 5000;
 
@@ -73,6 +75,7 @@ export class Relay {
   readonly #spool: Spool | undefined;
   readonly #batches: BatchWatch;
   readonly #lists: ListReader;
+  readonly #graceTimers = new Set<unknown>();
   #started = false;
   /** Bus packets that came before the table was built, in order: handled once it is. */
   readonly #beforeTable: { isMessage: boolean; packet: unknown }[] = [];
@@ -278,7 +281,25 @@ export class Relay {
     return appsWithoutWriter(this.registry, this.writers);
   }
 
+  /**
+   * An app left the table. Its held lines are dropped only if it is not back within
+   * DELETED_GRACE_MS: `pm2 kill` and `pm2 update` delete the apps before the module, which then
+   * saves what it holds for the next start (the chaos run lost 88,397 lines to an early drop).
+   */
+  #removed(key: string): void {
+    this.writers.forget(key);
+    this.#reporter.forget(key);
+    const timer = this.#timers.setTimeout(() => {
+      this.#graceTimers.delete(timer);
+      if (this.registry.app(key) !== undefined) return;
+      const n = this.outbox.dropApp(key);
+      if (n > 0) this.#reporter.warn(say.appDeleted(key, n));
+    }, DELETED_GRACE_MS);
+    this.#graceTimers.add(timer);
+  }
+
   stop(): void {
+    for (const t of this.#graceTimers) this.#timers.clearTimeout(t);
     this.#lists.stop();
     this.writers.stop();
     this.outbox.stop();
@@ -289,10 +310,7 @@ export class Relay {
     const touched = new Set<string>();
     for (const ch of changes) {
       if (ch.kind === 'app-removed') {
-        const n = this.outbox.dropApp(ch.app.key);
-        if (n > 0) this.#reporter.warn(say.appDeleted(ch.app.key, n));
-        this.writers.forget(ch.app.key);
-        this.#reporter.forget(ch.app.key);
+        this.#removed(ch.app.key);
         touched.delete(ch.app.key);
         continue;
       }

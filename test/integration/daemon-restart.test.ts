@@ -4,6 +4,8 @@
  * apps; what it held is kept across (state.json, the handover bridge), and every line a sender
  * says it sent (before and after) is written once, in its own app's file.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { judge, formatJudgement, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitLines, waitQuiet } from '../support/apps.js';
@@ -19,16 +21,32 @@ describe('the PM2 daemon restarted mid-stream (apps and module resurrected)', ()
     sb = undefined;
   });
 
-  for (const how of ['pm2 update', 'pm2 kill + pm2 resurrect'] as const) {
-    it(`${how}: every line of the senders before and after, once, in its own file`, async () => {
+  // `module last`: installed after the apps, so PM2 deletes the apps before it when the daemon goes
+  // (pm_id order): it must keep what it holds for them until its own stop (the chaos run lost
+  // every held line that way).
+  const cases = [
+    { how: 'pm2 update', moduleLast: false },
+    { how: 'pm2 kill + pm2 resurrect', moduleLast: false },
+    { how: 'pm2 update', moduleLast: true },
+  ] as const;
+  for (const { how, moduleLast } of cases) {
+    it(`${how}${moduleLast ? ' (module installed after the apps)' : ''}: every line of the senders before and after, once, in its own file`, async () => {
       sb = Pm2Sandbox.create('pm2si-daemon-');
       const s = sb;
-      await s.install(tarball);
+      if (!moduleLast) await s.install(tarball);
       // 3 and 2 instances (one app in a namespace) at 300 lines/s each, 10 s of lines per process.
+      // With the module installed after them, the apps wait for it before they log.
+      const go = path.join(s.work, 'go');
+      const env = moduleLast ? { WAIT_FOR_FILE: go } : {};
       await s.start([
-        logApp(s.work, { name: 'alpha', instances: 3, lines: 3000, rate: 300 }),
-        logApp(s.work, { name: 'beta', instances: 2, lines: 3000, rate: 300, namespace: 'ns1' }),
+        logApp(s.work, { name: 'alpha', instances: 3, lines: 3000, rate: 300, env }),
+        logApp(s.work, { name: 'beta', instances: 2, lines: 3000, rate: 300, namespace: 'ns1', env }),
       ]);
+      if (moduleLast) {
+        await s.install(tarball);
+        await s.waitModuleOnline(60000);
+        fs.writeFileSync(go, '');
+      }
       await waitFor(async () => (await s.jlist()).filter((p: { pm2_env: { status: string } }) => p.pm2_env.status === 'online').length === 6, { timeoutMs: 30000, what: 'the apps to be online' });
       // Mid-stream: 1,500 of alpha's lines written (about 2 s).
       await waitLines(logFile(s.work, 'alpha'), 1500);

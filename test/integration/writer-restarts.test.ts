@@ -183,7 +183,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['stop', String(w.pm_id)]);
     await waitFor(async () => (await sb.trigger('status')).apps.find((a: { name: string }) => a.name === 'deleted')?.held > 50, { timeoutMs: 30000, what: 'packets to be held' });
     await sb.pm2(['delete', 'deleted']);
-    await waitFor(() => /app=deleted .*was deleted: dropped \d+ log packets it held/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the drop line' });
+    await waitFor(() => /app=deleted .*was deleted: dropped \d+ log packets it held/.test(sb.moduleLog()), { timeoutMs: 75000, what: "the drop line (kept 30 s in case the app comes back)" });
     expect(sb.moduleLog().match(/app=deleted .*was deleted/g)).toHaveLength(1);
     const status = await sb.trigger('status');
     expect(status.apps.find((a: { name: string }) => a.name === 'deleted')).toBeUndefined();
