@@ -3,11 +3,10 @@
  * held in memory pass `buffer_mb`, an app's newer packets are appended to files under the module's
  * folder instead of being dropped, and read back in order when memory has room again.
  *
- * Per app, a list of segment files `<app key in hex>-<seq>.v1.jsonl`, one packet per line: a
- * string without a newline (log4js's serialised event) as `s<topic>\t<data>`, anything else as
- * `j` + `[topic, data]` in JSON. Reading a log4js line back is a slice, no JSON. Appends are buffered and written in chunks; a whole segment is read
- * back at once and its file removed. The files outlive the module: a restart (`pm2 set`, an
- * upgrade) finds them and goes on from the oldest. Bounded by `spool_mb` in bytes on disk.
+ * Per app, a list of segment files, one packet per line (spool-format.ts says how). Appends are
+ * buffered and written in chunks; a whole segment is read back at once and its file removed. The
+ * files outlive the module: a restart (`pm2 set`, an upgrade) finds them and goes on from the
+ * oldest. Bounded by `spool_mb` in bytes on disk.
  *
  * A disk that fails (unwritable folder, full disk) is reported once and the spool turns itself
  * off: the caller then drops, as it would without a spool. Never a throw to the caller.
@@ -16,10 +15,8 @@ import nodeFs from 'node:fs';
 import path from 'node:path';
 import type { OutPacket } from '../shared/packet';
 import { DIR_MODE, FILE_MODE, foreignDir } from '../shared/private-files';
+import { countLines, decodePackets, encodePacket, parseSegmentName, segmentName, SPOOL_FORMAT } from './spool-format';
 
-/** The file format of a segment; a newer module reads older ones, an unknown one is set aside. */
-export const SPOOL_FORMAT = 1;
-const SEGMENT = /^([0-9a-f]+)-(\d+)\.v(\d+)\.jsonl$/;
 /** The longest file name most file systems take (ext4, xfs, btrfs, apfs, ntfs: 255). */
 const MAX_FILE_NAME = 255;
 /** `-<seq>.v<format>.jsonl` at most (seq: microseconds, 17 digits for centuries yet). */
@@ -47,16 +44,141 @@ interface Segment {
   count: number;
 }
 
-interface AppSpool {
+/**
+ * One app's part of the spool: its segment files, oldest first, and the lines not yet written.
+ * It writes its own files; the Spool keeps the bounds and decides what a failure means.
+ */
+class AppSpool {
   readonly key: string;
-  readonly segments: Segment[];
-  /** The segment being appended to (last of `segments`), its open fd and unwritten lines. */
-  fd: number | undefined;
-  pending: string[];
-  pendingBytes: number;
-  nextSeq: number;
-  /** Bytes on disk and about to be (its part of `spool_mb`). */
-  bytes: number;
+  readonly segments: Segment[] = [];
+  readonly #fs: SpoolFs;
+  readonly #dir: string;
+  /** The open fd of the segment being appended to (the last of `segments`). */
+  #fd: number | undefined;
+  #nextSeq = 1;
+  #pending: string[] = [];
+  #pendingBytes = 0;
+
+  constructor(key: string, fs: SpoolFs, dir: string) {
+    this.key = key;
+    this.#fs = fs;
+    this.#dir = dir;
+  }
+
+  /** Packets on disk and about to be. */
+  get count(): number {
+    let n = this.#pending.length;
+    for (const s of this.segments) n += s.count;
+    return n;
+  }
+
+  /** Bytes on disk and about to be. */
+  get bytes(): number {
+    let n = this.#pendingBytes;
+    for (const s of this.segments) n += s.bytes;
+    return n;
+  }
+
+  get empty(): boolean {
+    return this.segments.length === 0 && this.#pending.length === 0;
+  }
+
+  get pendingCount(): number {
+    return this.#pending.length;
+  }
+
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  pendingText(): string {
+    return this.#pending.join('');
+  }
+
+  /** Whether the oldest segment is the one being appended to. */
+  get writingOldest(): boolean {
+    return this.segments.length === 1 && this.#fd !== undefined;
+  }
+
+  /** A segment found on disk or just started: the newest so far. */
+  addSegment(seg: Segment): void {
+    this.segments.push(seg);
+    this.#nextSeq = Math.max(this.#nextSeq, seg.seq + 1);
+  }
+
+  queue(line: string, size: number): void {
+    this.#pending.push(line);
+    this.#pendingBytes += size;
+  }
+
+  /** The pending lines were written to the tail segment, or taken. */
+  clearPending(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+
+  /**
+   * Write the pending lines into the tail segment (a new one when there is none open or it holds
+   * `segmentBytes`). Throws when the disk fails; the lines then stay pending.
+   */
+  writePending(segmentBytes: number): void {
+    if (this.#pending.length === 0) return;
+    let tail = this.segments[this.segments.length - 1];
+    if (this.#fd === undefined || tail === undefined || tail.bytes >= segmentBytes) {
+      this.closeTail();
+      this.#fs.mkdirSync(this.#dir, { recursive: true, mode: DIR_MODE });
+      const seq = Math.max(this.#nextSeq, Date.now() * 1000);
+      const file = path.join(this.#dir, segmentName(this.key, seq));
+      this.#fd = this.#fs.openSync(file, 'a', FILE_MODE);
+      tail = { file, seq, bytes: 0, count: 0 };
+      this.addSegment(tail);
+    }
+    const written = this.#fs.writeSync(this.#fd, this.#pending.join(''));
+    if (written !== this.#pendingBytes) {
+      // A short write (a full disk): take the partial lines back off, so nothing is read twice.
+      this.#fs.ftruncateSync(this.#fd, tail.bytes);
+      throw new Error(`wrote ${written} of ${this.#pendingBytes} bytes (disk full?)`);
+    }
+    tail.bytes += this.#pendingBytes;
+    tail.count += this.#pending.length;
+    this.clearPending();
+  }
+
+  /** Close the tail segment's file: the next write starts a new segment. */
+  closeTail(): void {
+    if (this.#fd === undefined) return;
+    try {
+      this.#fs.closeSync(this.#fd);
+    } catch {
+      /* closed */
+    }
+    this.#fd = undefined;
+  }
+}
+
+/**
+ * The segments among the spool folder's file names, oldest first. One of an unknown format is
+ * renamed aside (never deleted) and reported.
+ */
+function segmentsIn(names: string[], dir: string, fs: SpoolFs, warn: (line: string) => void): { appKey: string; seq: number; file: string }[] {
+  const found: { appKey: string; seq: number; file: string }[] = [];
+  for (const name of names) {
+    const seg = parseSegmentName(name);
+    if (!seg) continue;
+    const file = path.join(dir, name);
+    if (seg.format === SPOOL_FORMAT) {
+      found.push({ appKey: seg.appKey, seq: seg.seq, file });
+      continue;
+    }
+    const aside = `${file}.unknown-${Date.now()}`;
+    try {
+      fs.renameSync(file, aside);
+    } catch {
+      /* leave it */
+    }
+    warn(`spool file ${name} has format v${seg.format}, which this version (v${SPOOL_FORMAT}) cannot read: set aside as ${path.basename(aside)}`);
+  }
+  return found.sort((a, b) => a.seq - b.seq);
 }
 
 export class Spool {
@@ -98,15 +220,15 @@ export class Spool {
 
   /** Packets spooled for one app. */
   countOf(appKey: string): number {
-    const a = this.#apps.get(appKey);
-    if (!a) return 0;
-    let n = a.pending.length;
-    for (const s of a.segments) n += s.count;
-    return n;
+    return this.#apps.get(appKey)?.count ?? 0;
   }
 
   has(appKey: string): boolean {
     return this.#apps.has(appKey);
+  }
+
+  appKeys(): string[] {
+    return [...this.#apps.keys()];
   }
 
   /**
@@ -116,10 +238,6 @@ export class Spool {
    */
   takes(appKey: string): boolean {
     return Buffer.byteLength(appKey) * 2 + MAX_SUFFIX <= MAX_FILE_NAME;
-  }
-
-  appKeys(): string[] {
-    return [...this.#apps.keys()];
   }
 
   /**
@@ -142,61 +260,18 @@ export class Spool {
       this.#fail(`not using the spool folder: ${foreign}`);
       return;
     }
-    const found: { key: string; seq: number; file: string }[] = [];
-    for (const name of names) {
-      const m = SEGMENT.exec(name);
-      if (!m) continue;
-      const file = path.join(this.dir, name);
-      if (Number(m[3]) !== SPOOL_FORMAT) {
-        const aside = `${file}.unknown-${Date.now()}`;
-        try {
-          this.#fs.renameSync(file, aside);
-        } catch {
-          /* leave it */
-        }
-        this.#warn(`spool file ${name} has format v${m[3]}, which this version (v${SPOOL_FORMAT}) cannot read: set aside as ${path.basename(aside)}`);
-        continue;
-      }
-      found.push({ key: Buffer.from(m[1], 'hex').toString('utf8'), seq: Number(m[2]), file });
-    }
-    found.sort((a, b) => a.seq - b.seq);
-    for (const f of found) {
-      let text: Buffer;
-      try {
-        text = this.#fs.readFileSync(f.file);
-      } catch {
-        continue;
-      }
-      let count = 0;
-      for (let i = text.indexOf(10); i !== -1; i = text.indexOf(10, i + 1)) count++;
-      const a = this.#app(f.key);
-      a.segments.push({ file: f.file, seq: f.seq, bytes: text.length, count });
-      a.nextSeq = Math.max(a.nextSeq, f.seq + 1);
-      this.#bytes += text.length;
-      a.bytes += text.length;
-      this.#count += count;
-    }
+    for (const f of segmentsIn(names, this.dir, this.#fs, this.#warn)) this.#adopt(f.appKey, f.file, f.seq);
   }
 
   /** Append a packet behind everything spooled for its app. false: full or failed (not kept). */
   append(appKey: string, packet: OutPacket): boolean {
     if (this.#failed || !this.takes(appKey)) return false;
-    let line: string;
-    const d = packet.data;
-    if (typeof d === 'string' && !d.includes('\n') && !packet.topic.includes('\t')) line = `s${packet.topic}\t${d}\n`;
-    else {
-      try {
-        line = `j${JSON.stringify([packet.topic, d])}\n`;
-      } catch {
-        return false; // not JSON: cannot be spooled (PM2 could not have sent it either)
-      }
-    }
+    const line = encodePacket(packet);
+    if (line === undefined) return false; // not JSON: cannot be spooled (PM2 could not have sent it either)
     const size = Buffer.byteLength(line);
     if (this.#bytes + size > this.#maxBytes && !this.#withinShare(appKey, size)) return false;
     const a = this.#app(appKey);
-    a.pending.push(line);
-    a.pendingBytes += size;
-    a.bytes += size;
+    a.queue(line, size);
     this.#bytes += size;
     this.#count++;
     if (a.pendingBytes >= this.#chunkBytes) this.#write(a);
@@ -210,40 +285,9 @@ export class Spool {
   take(appKey: string): OutPacket[] {
     const a = this.#apps.get(appKey);
     if (!a) return [];
-    let out: OutPacket[];
     const seg = a.segments[0];
-    if (seg !== undefined) {
-      if (a.segments.length === 1 && a.fd !== undefined) {
-        // The oldest segment is the one being written: write what is buffered, start a new one.
-        this.#write(a);
-        this.#closeTail(a);
-      }
-      let text = '';
-      try {
-        text = this.#fs.readFileSync(seg.file, 'utf8');
-      } catch (err) {
-        if (seg.count > 0) this.#warn(`cannot read spool file ${seg.file}: ${(err as Error).message}; its ${seg.count} packets are lost`);
-      }
-      out = this.#parse(text);
-      try {
-        this.#fs.unlinkSync(seg.file);
-      } catch {
-        /* gone already */
-      }
-      a.segments.shift();
-      this.#bytes -= seg.bytes;
-      a.bytes -= seg.bytes;
-      this.#count -= seg.count;
-    } else {
-      // Nothing on disk: the buffered lines are the oldest.
-      out = this.#parse(a.pending.join(''));
-      this.#bytes -= a.pendingBytes;
-      a.bytes -= a.pendingBytes;
-      this.#count -= a.pending.length;
-      a.pending = [];
-      a.pendingBytes = 0;
-    }
-    if (a.segments.length === 0 && a.pending.length === 0) this.#forget(a);
+    const out = seg !== undefined ? this.#takeSegment(a, seg) : this.#takePending(a);
+    if (a.empty) this.#forget(a);
     return out;
   }
 
@@ -251,20 +295,16 @@ export class Spool {
   drop(appKey: string): number {
     const a = this.#apps.get(appKey);
     if (!a) return 0;
-    const n = this.countOf(appKey);
+    const n = a.count;
     for (const s of a.segments) {
       try {
         this.#fs.unlinkSync(s.file);
       } catch {
         /* gone */
       }
-      this.#bytes -= s.bytes;
     }
-    this.#bytes -= a.pendingBytes;
+    this.#bytes -= a.bytes;
     this.#count -= n;
-    a.segments.length = 0;
-    a.pending = [];
-    a.pendingBytes = 0;
     this.#forget(a);
     return n;
   }
@@ -278,24 +318,71 @@ export class Spool {
   close(): void {
     for (const a of this.#apps.values()) {
       this.#write(a);
-      this.#closeTail(a);
+      a.closeTail();
     }
   }
 
   #app(key: string): AppSpool {
     let a = this.#apps.get(key);
     if (!a) {
-      a = { key, segments: [], fd: undefined, pending: [], pendingBytes: 0, nextSeq: 1, bytes: 0 };
+      a = new AppSpool(key, this.#fs, this.dir);
       this.#apps.set(key, a);
     }
     return a;
   }
 
+  /** A segment an earlier run left: counted now, read back in its turn. */
+  #adopt(appKey: string, file: string, seq: number): void {
+    let text: Buffer;
+    try {
+      text = this.#fs.readFileSync(file);
+    } catch {
+      return;
+    }
+    const count = countLines(text);
+    this.#app(appKey).addSegment({ file, seq, bytes: text.length, count });
+    this.#bytes += text.length;
+    this.#count += count;
+  }
+
+  /** The oldest segment's packets; its file is removed. */
+  #takeSegment(a: AppSpool, seg: Segment): OutPacket[] {
+    if (a.writingOldest) {
+      // The oldest segment is the one being written: write what is buffered, start a new one.
+      this.#write(a);
+      a.closeTail();
+    }
+    let text = '';
+    try {
+      text = this.#fs.readFileSync(seg.file, 'utf8');
+    } catch (err) {
+      if (seg.count > 0) this.#warn(`cannot read spool file ${seg.file}: ${(err as Error).message}; its ${seg.count} packets are lost`);
+    }
+    const out = this.#decode(text);
+    try {
+      this.#fs.unlinkSync(seg.file);
+    } catch {
+      /* gone already */
+    }
+    a.segments.shift();
+    this.#bytes -= seg.bytes;
+    this.#count -= seg.count;
+    return out;
+  }
+
+  /** Nothing on disk: the buffered lines are the oldest. */
+  #takePending(a: AppSpool): OutPacket[] {
+    const out = this.#decode(a.pendingText());
+    this.#bytes -= a.pendingBytes;
+    this.#count -= a.pendingCount;
+    a.clearPending();
+    return out;
+  }
+
   /**
    * Past `spool_mb`, an app that holds less than its share of it (the bound split among the apps
-   * that spool) is still taken: another app's storm must not fill the disk for everyone (the
-   * outbox shares memory the same way). The disk then passes the bound by those shares, never
-   * beyond twice the bound.
+   * that spool) is still taken: another app's storm must not fill the disk for everyone (memory is
+   * shared the same way, hold/shares.ts). The disk then stays within twice the bound.
    */
   #withinShare(appKey: string, size: number): boolean {
     if (this.#bytes + size > 2 * this.#maxBytes) return false;
@@ -305,46 +392,15 @@ export class Spool {
   }
 
   #forget(a: AppSpool): void {
-    this.#closeTail(a);
+    a.closeTail();
     this.#apps.delete(a.key);
   }
 
-  #closeTail(a: AppSpool): void {
-    if (a.fd === undefined) return;
-    try {
-      this.#fs.closeSync(a.fd);
-    } catch {
-      /* closed */
-    }
-    a.fd = undefined;
-  }
-
-  /** Write an app's buffered lines into its tail segment (a new one when it is full). */
+  /** Write an app's buffered lines to disk; a disk that fails turns the spool off. */
   #write(a: AppSpool): void {
-    if (a.pending.length === 0 || this.#failed) return;
+    if (this.#failed) return;
     try {
-      let tail = a.segments[a.segments.length - 1];
-      if (a.fd === undefined || tail === undefined || tail.bytes >= this.#segmentBytes) {
-        this.#closeTail(a);
-        this.#fs.mkdirSync(this.dir, { recursive: true, mode: DIR_MODE });
-        const seq = Math.max(a.nextSeq, Date.now() * 1000);
-        a.nextSeq = seq + 1;
-        const file = path.join(this.dir, `${Buffer.from(a.key, 'utf8').toString('hex')}-${seq}.v${SPOOL_FORMAT}.jsonl`);
-        a.fd = this.#fs.openSync(file, 'a', FILE_MODE);
-        tail = { file, seq, bytes: 0, count: 0 };
-        a.segments.push(tail);
-      }
-      const text = a.pending.join('');
-      const written = this.#fs.writeSync(a.fd, text);
-      if (written !== a.pendingBytes) {
-        // A short write (a full disk): take the partial lines back off, so nothing is read twice.
-        this.#fs.ftruncateSync(a.fd, tail.bytes);
-        throw new Error(`wrote ${written} of ${a.pendingBytes} bytes (disk full?)`);
-      }
-      tail.bytes += a.pendingBytes;
-      tail.count += a.pending.length;
-      a.pending = [];
-      a.pendingBytes = 0;
+      a.writePending(this.#segmentBytes);
     } catch (err) {
       // The lines stay buffered in memory (still counted): nothing already taken is lost.
       this.#fail(`cannot write to the spool folder ${this.dir}: ${(err as Error).message}`);
@@ -357,29 +413,9 @@ export class Spool {
     this.#warn(`${why}. Held log packets past buffer_mb are dropped (counted) instead of spooled to disk.`);
   }
 
-  #parse(text: string): OutPacket[] {
-    const out: OutPacket[] = [];
-    let bad = 0;
-    for (let start = 0; start < text.length; ) {
-      let end = text.indexOf('\n', start);
-      if (end === -1) end = text.length;
-      const kind = text.charCodeAt(start);
-      if (kind === 0x73 /* s */) {
-        const tab = text.indexOf('\t', start);
-        if (tab !== -1 && tab < end) out.push({ topic: text.slice(start + 1, tab), data: text.slice(tab + 1, end) });
-        else bad++;
-      } else if (kind === 0x6a /* j */) {
-        try {
-          const [topic, data] = JSON.parse(text.slice(start + 1, end)) as [unknown, unknown];
-          if (typeof topic === 'string' && data !== undefined) out.push({ topic, data });
-          else bad++;
-        } catch {
-          bad++;
-        }
-      } else if (end > start) bad++;
-      start = end + 1;
-    }
+  #decode(text: string): OutPacket[] {
+    const { packets, bad } = decodePackets(text);
     if (bad > 0) this.#warn(`skipped ${bad} unreadable lines in the spool`);
-    return out;
+    return packets;
   }
 }

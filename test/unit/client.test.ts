@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import winston from 'winston';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC } from '../../lib/shared/protocol';
 import { announceReady, detect, isWriter, jsonSafe, LOG_TOPIC, openChannel, READY_TOPIC, type ProcessLike } from '../../client/index';
 import { fromWire, IntercomTransport, toWire } from '../../client/winston';
@@ -315,27 +315,44 @@ describe('client: channels', () => {
     expect(warnings[0]).toMatch(/disk full/);
   });
 
-  it("drain(): the writer waits until records stop coming, bounded by timeoutMs", async () => {
-    const p = clusterProcess(0);
-    const got: unknown[] = [];
-    const ch = openChannel((r) => got.push(r), { process: asProc(p) });
-    let i = 0;
-    const feeder = setInterval(() => p.deliver({ topic: LOG_TOPIC, data: { ch: 'default', r: i++ } }), 20);
-    setTimeout(() => clearInterval(feeder), 300);
-    const t0 = Date.now();
-    await ch.drain({ quietMs: 150, timeoutMs: 5000 });
-    const took = Date.now() - t0;
-    clearInterval(feeder);
-    expect(took).toBeGreaterThanOrEqual(300);
-    expect(took).toBeLessThan(3000);
-    const n = got.length;
-    expect(n).toBeGreaterThan(5);
-    // Bounded: records that never stop cannot hold it past timeoutMs.
-    const endless = setInterval(() => p.deliver({ topic: LOG_TOPIC, data: { ch: 'default', r: -1 } }), 10);
-    const t1 = Date.now();
-    await ch.drain({ quietMs: 200, timeoutMs: 400 });
-    clearInterval(endless);
-    expect(Date.now() - t1).toBeLessThan(1500);
+  it("drain(): the writer waits until records stop coming for quietMs, bounded by timeoutMs", async () => {
+    // Fake clock (setTimeout and Date.now, which drain uses): the bounds are asserted exactly,
+    // whatever the machine's load.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    try {
+      const p = clusterProcess(0);
+      const got: unknown[] = [];
+      const ch = openChannel((r) => got.push(r), { process: asProc(p) });
+      let drained = false;
+      const first = ch.drain({ quietMs: 150, timeoutMs: 5000 }).then(() => (drained = true));
+      // A record every 20 ms for 300 ms: no gap of quietMs, so drain waits.
+      for (let i = 0; i < 15; i++) {
+        await vi.advanceTimersByTimeAsync(20);
+        expect(drained).toBe(false);
+        p.deliver({ topic: LOG_TOPIC, data: { ch: 'default', r: i } });
+      }
+      expect(got).toEqual(Array.from({ length: 15 }, (_, i) => i));
+      // The records stopped: still waiting just before quietMs of quiet, returned just after.
+      await vi.advanceTimersByTimeAsync(149);
+      expect(drained).toBe(false);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(drained).toBe(true);
+      await first;
+
+      // Bounded: records that never stop (every 10 ms) cannot hold it past timeoutMs.
+      let bounded = false;
+      const endless = setInterval(() => p.deliver({ topic: LOG_TOPIC, data: { ch: 'default', r: -1 } }), 10);
+      const second = ch.drain({ quietMs: 200, timeoutMs: 400 }).then(() => (bounded = true));
+      await vi.advanceTimersByTimeAsync(390);
+      expect(bounded).toBe(false); // past quietMs: the records kept it waiting
+      await vi.advanceTimersByTimeAsync(20);
+      expect(bounded).toBe(true);
+      await second;
+      clearInterval(endless);
+      expect(got.length).toBeGreaterThanOrEqual(15 + 39);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

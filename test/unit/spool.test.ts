@@ -89,6 +89,41 @@ describe('Spool', () => {
     expect(n.length).toBeGreaterThan(0);
   });
 
+  it('drops one app: its files on disk and its buffered lines, counted, and nothing of another app', () => {
+    const spool = new Spool({ dir: tmp(), maxBytes: 1 << 20, segmentBytes: 500, chunkBytes: 300, warn: () => {} });
+    for (let i = 0; i < 12; i++) spool.append('a', pkt(i));
+    for (let i = 0; i < 3; i++) spool.append('b', pkt(i, 'b'));
+    const bBytes = 3 * Buffer.byteLength(`slog4js:message\t${pkt(0, 'b').data}\n`);
+    expect(spool.countOf('a')).toBe(12);
+    expect(fs.readdirSync(spool.dir).length).toBeGreaterThan(1); // some of 'a' written, some still buffered
+    expect(spool.drop('a')).toBe(12);
+    expect(spool.has('a')).toBe(false);
+    expect(spool.drop('a')).toBe(0);
+    expect(spool.count).toBe(3);
+    expect(spool.bytes).toBe(bBytes);
+    const hexA = Buffer.from('a').toString('hex');
+    expect(fs.readdirSync(spool.dir).filter((f) => f.startsWith(`${hexA}-`))).toEqual([]);
+    expect(ids(takeAll(spool, 'b'))).toEqual(['b-0', 'b-1', 'b-2']);
+  });
+
+  it('skips the unreadable lines of a segment, says so, and gives back the rest', () => {
+    const dir = tmp();
+    const name = `${Buffer.from('default\u0000a').toString('hex')}-5.v1.jsonl`;
+    fs.writeFileSync(path.join(dir, name), 'st\tone\nnonsense\nj{broken\nst\ttwo\n');
+    const warn: string[] = [];
+    const spool = new Spool({ dir, maxBytes: 1 << 20, warn: (l) => warn.push(l) });
+    spool.load();
+    expect(spool.countOf('default\u0000a')).toBe(4); // counted by lines until read
+    expect(spool.take('default\u0000a')).toEqual([
+      { topic: 't', data: 'one' },
+      { topic: 't', data: 'two' },
+    ]);
+    expect(warn).toEqual(['skipped 2 unreadable lines in the spool']);
+    expect(spool.count).toBe(0);
+    expect(spool.bytes).toBe(0);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
   it('refuses past maxBytes (the caller drops and counts)', () => {
     const spool = new Spool({ dir: tmp(), maxBytes: 1000, warn: () => {} });
     let accepted = 0;
