@@ -25,7 +25,7 @@ import type { Spool } from './hold/spool';
 import { appsWithoutWriter, statusRows, type AppStatus } from './operator/status';
 import type { WriterFiles } from './table/writer-files';
 import { ListReader } from './table/list-reader';
-import { Writers } from './table/writer-table';
+import { Writers, type WriterEvents } from './table/writer-table';
 
 export interface RelayOptions {
   client: Pm2Client;
@@ -103,37 +103,13 @@ export class Relay {
       timers: this.#timers,
       failed: (err) => this.#reporter.warn(say.listFailed(err)),
     });
-    const listener: Listener = {
-      reporter: this.#reporter,
-      settings: opts.settings,
-      spool: opts.spool,
-      whyNoWriter: (key) => say.whyHeld(this.writers.waitOf(key)),
-      holds: (key) => this.hold.has(key),
-    };
-    this.hold = new HoldBuffer({ bufferBytes: opts.settings.buffer_mb * 1048576, spool: opts.spool, counters: this.counters, events: sayHoldEvents(listener) });
-    this.writers = new Writers({
-      registry: this.registry,
-      settings: opts.settings,
-      events: { ...sayWriterEvents(listener), reconcileSoon: (ms) => this.scheduleReconcile(ms), changed: (key) => this.outbox.pump(key) },
-      timers: this.#timers,
-      now: this.#now,
-      liveness: opts.liveness ?? procLiveness(),
-      newcomers: opts.newcomers ?? daemonChildren(),
-      files: opts.writerFiles,
+    const parts = deliveryParts(opts, this.counters, this.registry, this.#timers, this.#now, {
+      reconcileSoon: (ms) => this.scheduleReconcile(ms),
+      changed: (key) => this.outbox.pump(key),
     });
-    this.outbox = new Outbox({
-      send: opts.client.send,
-      writers: this.writers,
-      hold: this.hold,
-      bufferBytes: opts.settings.buffer_mb * 1048576,
-      events: { ...sayOutboxEvents(listener), vacated: (pmId, v) => this.writers.vacated(pmId, v), refused: (pmId, err) => this.writers.refused(pmId, err) },
-      now: this.#now,
-      preciseNow: opts.preciseNow,
-      counters: this.counters,
-      maxInflight: opts.settings.max_inflight,
-      unreadBudget: opts.unreadBudget,
-      timers: this.#timers,
-    });
+    this.hold = parts.hold;
+    this.writers = parts.writers;
+    this.outbox = parts.outbox;
   }
 
   /**
@@ -326,4 +302,52 @@ export class Relay {
     }
     for (const key of touched) this.writers.update(key);
   }
+}
+
+/**
+ * The hold buffer, the writer table and the outbox, wired to each other's announcements: the
+ * outbox's refusals go to the writer table, whose changes come back to the relay (`hooks`); what
+ * they announce is said in `pm2 logs` (operator/announcements.ts).
+ */
+function deliveryParts(
+  opts: RelayOptions,
+  counters: Counters,
+  registry: Registry,
+  timers: Timers,
+  now: () => number,
+  hooks: Pick<WriterEvents, 'reconcileSoon' | 'changed'>,
+): { hold: HoldBuffer; writers: Writers; outbox: Outbox } {
+  const bufferBytes = opts.settings.buffer_mb * 1048576;
+  const listener: Listener = {
+    reporter: opts.reporter,
+    settings: opts.settings,
+    spool: opts.spool,
+    whyNoWriter: (key) => say.whyHeld(writers.waitOf(key)),
+    holds: (key) => hold.has(key),
+  };
+  const hold = new HoldBuffer({ bufferBytes, spool: opts.spool, counters, events: sayHoldEvents(listener) });
+  const writers = new Writers({
+    registry,
+    settings: opts.settings,
+    events: { ...sayWriterEvents(listener), ...hooks },
+    timers,
+    now,
+    liveness: opts.liveness ?? procLiveness(),
+    newcomers: opts.newcomers ?? daemonChildren(),
+    files: opts.writerFiles,
+  });
+  const outbox = new Outbox({
+    send: opts.client.send,
+    writers,
+    hold,
+    bufferBytes,
+    events: { ...sayOutboxEvents(listener), vacated: (pmId, v) => writers.vacated(pmId, v), refused: (pmId, err) => writers.refused(pmId, err) },
+    now,
+    preciseNow: opts.preciseNow,
+    counters,
+    maxInflight: opts.settings.max_inflight,
+    unreadBudget: opts.unreadBudget,
+    timers,
+  });
+  return { hold, writers, outbox };
 }

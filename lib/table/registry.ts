@@ -200,10 +200,9 @@ export class Registry {
       // A generation no event told us of yet (a reload seen launching, or online before its event).
       const newGeneration = before !== undefined && p.startedAt > startedBefore;
       if (!before && online) {
-        // First sight: trust PM2's own start time for readiness, so a module restart does not
-        // hold packets of writers that have been running for long. pm_uptime is the fork, and
-        // `online` (from which ready_delay counts) comes later: a process younger than twice
-        // ready_delay counts from now.
+        // First sight: a writer that has run for long is ready at once (a module restart must not
+        // hold its packets); pm_uptime is its fork and its `online` came later, so a young one
+        // (under twice ready_delay) counts from now.
         const uptime = toNumber(env.pm_uptime);
         p.onlineSince = uptime !== undefined && uptime <= now - 2 * this.#opts.readyDelay ? uptime : now;
         p.readyAt = p.onlineSince + (p.waitReady ? 0 : this.#opts.readyDelay);
@@ -252,8 +251,8 @@ export class Registry {
       if (p.status === 'online') p.status = 'stopping';
       const wasUsable = before !== undefined && before.readyAt !== Infinity;
       p.readyAt = Infinity;
-      // A generation we had not heard of going away (a reloaded worker dying before its `online`):
-      // still news, so what it was handed is judged against it, not against the one after it.
+      // A generation we had not heard of going away (a reloaded worker dying before its `online`)
+      // is news: what it was handed is judged against it, not against the one after it.
       const unheardOf = before !== undefined && p.startedAt > startedBefore;
       return wasUsable || !before || unheardOf ? [{ kind: 'offline', proc: p }] : [];
     }
@@ -309,22 +308,7 @@ export class Registry {
     }
     const pid = toNumber(env.pid) ?? 0;
     if (!p) {
-      p = {
-        pmId: id,
-        appKey: key,
-        name,
-        namespace,
-        instance,
-        status,
-        clusterMode: env.exec_mode === 'cluster_mode',
-        isModule: env.pmx_module === true || env.pmx_module === 'true',
-        waitReady: env.wait_ready === true || env.wait_ready === 'true',
-        onlineSince: 0,
-        readyAt: Infinity,
-        startedAt: toNumber(env.pm_uptime) ?? 0,
-        pid,
-        pm2Logs: pm2LogsOf(env),
-      };
+      p = processOf(env, id, app, instance, status, pid);
       this.#procs.set(id, p);
       app.pmIds.add(id);
     } else {
@@ -356,4 +340,24 @@ export class Registry {
     }
     return changes;
   }
+}
+
+/** A process first seen, from its pm2_env: not ready until PM2 says it is online. */
+function processOf(env: Pm2Env, pmId: number, app: AppInfo, instance: number | undefined, status: string, pid: number): ProcessInfo {
+  return {
+    pmId,
+    appKey: app.key,
+    name: app.name,
+    namespace: app.namespace,
+    instance,
+    status,
+    clusterMode: env.exec_mode === 'cluster_mode',
+    isModule: env.pmx_module === true || env.pmx_module === 'true',
+    waitReady: env.wait_ready === true || env.wait_ready === 'true',
+    onlineSince: 0,
+    readyAt: Infinity,
+    startedAt: toNumber(env.pm_uptime) ?? 0,
+    pid,
+    pm2Logs: pm2LogsOf(env),
+  };
 }
