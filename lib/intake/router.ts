@@ -3,7 +3,7 @@
  * No I/O, no clock: the caller delivers, holds or counts.
  */
 import type { Settings } from '../operator/settings';
-import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC } from '../shared/protocol';
+import { CLIENT_LOG_TOPIC, CLIENT_READY_TOPIC, EARLIER_DAEMON_PREFIX } from '../shared/protocol';
 import { appKeyOf, isParkedPmId, numericPmId, type ProcessInfo, type Registry } from '../table/registry';
 
 
@@ -56,8 +56,9 @@ export function route(msg: BusMessage, registry: Registry, settings: Settings, l
   const appKey = proc !== undefined && proc.name === sender.name && proc.namespace === namespace ? proc.appKey : appKeyOf(sender.name, namespace);
   if (proc?.isModule) return { kind: 'drop', reason: 'from-module', appKey };
   // A sender we have not seen yet (it started while we were listing) still names its app; a
-  // parked `_old_<id>` worker of `pm2 reload` is still one of its app's instances.
-  if (!proc && !isParkedPmId(sender.pm_id) && senderId === undefined) {
+  // parked `_old_<id>` worker of `pm2 reload` is still one of its app's instances, and so is a
+  // sender of an earlier daemon (`_prev_<id>`, handed over across `pm2 update`).
+  if (!proc && !isParkedPmId(sender.pm_id) && !fromEarlierDaemon(sender.pm_id) && senderId === undefined) {
     return { kind: 'drop', reason: 'unknown-sender', appKey };
   }
   if (!registry.app(appKey)) return { kind: 'drop', reason: 'unknown-sender', appKey };
@@ -78,4 +79,8 @@ export function route(msg: BusMessage, registry: Registry, settings: Settings, l
     }
   }
   return targets.length === 0 ? { kind: 'drop', reason: 'no-peers', appKey } : { kind: 'relay', targets };
+}
+
+function fromEarlierDaemon(id: unknown): boolean {
+  return typeof id === 'string' && id.startsWith(EARLIER_DAEMON_PREFIX);
 }

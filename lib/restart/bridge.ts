@@ -21,6 +21,7 @@ import path from 'node:path';
 import { Deque } from '../shared/deque';
 import { files, HANDOVER_FORMAT, markerOf } from './handover';
 import { createPm2Client, loadPm2, type Pm2Client } from '../pm2/pm2-client';
+import { EARLIER_DAEMON_PREFIX } from '../shared/protocol';
 import { pidAlive, pm2Home } from '../shared/system';
 import { writeJsonAtomic } from './versioned';
 
@@ -91,6 +92,8 @@ class DaemonWatch {
   #pid: number;
   /** Since when the daemon has been gone (0: it runs). */
   #goneSince = 0;
+  /** Daemons that took over so far (`pm2 update`). */
+  generation = 0;
 
   constructor(home: string) {
     this.#home = home;
@@ -109,6 +112,7 @@ class DaemonWatch {
     if (next > 0 && next !== this.#pid && pidAlive(next)) {
       this.#pid = next;
       this.#goneSince = 0;
+      this.generation++;
       return false;
     }
     if (this.#goneSince === 0) {
@@ -132,6 +136,8 @@ class Bridge {
   readonly #client: Pm2Client;
   readonly #captured = new Deque<unknown>();
   #overflow = 0;
+  /** How many of the captured packets (the oldest) came from an earlier daemon. */
+  #earlier = 0;
   /** The old module's `stop` marker came: from now on, every packet is kept. */
   #armed = false;
   /** It announced itself (it listens). */
@@ -150,8 +156,13 @@ class Bridge {
   start(): void {
     const daemon = new DaemonWatch(pm2Home());
     if (!daemon.found) process.exit(0);
+    let generation = daemon.generation;
     const watch = setInterval(() => {
       if (daemon.gone()) return this.#finish('daemon gone', false);
+      if (daemon.generation !== generation) {
+        generation = daemon.generation;
+        this.#earlier = this.#captured.size;
+      }
       this.#watchReinstall();
     }, 100);
     watch.unref();
@@ -185,6 +196,7 @@ class Bridge {
     if (this.#captured.size > MAX_PACKETS) {
       this.#captured.shift();
       this.#overflow++;
+      if (this.#earlier > 0) this.#earlier--;
     }
   }
 
@@ -220,7 +232,7 @@ class Bridge {
     this.#done = true;
     const { dir, nonce, legacyDir } = this.#args;
     const packets: unknown[] = [];
-    for (let p = this.#captured.shift(); p !== undefined; p = this.#captured.shift()) packets.push(p);
+    for (let p = this.#captured.shift(); p !== undefined; p = this.#captured.shift()) packets.push(packets.length < this.#earlier ? fromEarlierDaemon(p) : p);
     try {
       if (handOver) writeJsonAtomic(files.handover(to, nonce), { format: HANDOVER_FORMAT, nonce, reason, overflow: this.#overflow, packets });
     } finally {
@@ -235,6 +247,17 @@ class Bridge {
       process.exit(0);
     }
   }
+}
+
+/**
+ * A packet an earlier daemon published (before `pm2 update`): its pm_id named a process of that
+ * daemon, and the new one numbers its processes anew (a resurrect fills gaps), so the id is marked
+ * `_prev_<id>` and the packet is routed by its app's name alone (intake/router.ts).
+ */
+function fromEarlierDaemon(p: unknown): unknown {
+  const proc = (p as { process?: { pm_id?: unknown } } | null)?.process;
+  if (proc && typeof proc === 'object' && typeof proc.pm_id === 'number') proc.pm_id = `${EARLIER_DAEMON_PREFIX}${proc.pm_id}`;
+  return p;
 }
 
 function main(): void {

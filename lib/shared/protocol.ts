@@ -13,6 +13,8 @@ export const CLIENT_READY_TOPIC = 'pm2-scoped-intercom:ready';
 export const MARKER_TOPIC = 'pm2-scoped-intercom:marker';
 /** The send guard's fence, echoed back by PM2's bus (deliver/send-guard.ts). */
 export const FENCE_TOPIC = 'pm2-scoped-intercom:fence';
+/** A handed-over packet's pm_id, when an earlier daemon published it (restart/bridge.ts). */
+export const EARLIER_DAEMON_PREFIX = '_prev_';
 /** The newest batch format this version reads and writes (package.json `pm2ScopedIntercom.batch`). */
 export const BATCH_FORMAT = 1;
 

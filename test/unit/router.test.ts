@@ -41,6 +41,14 @@ describe('route', () => {
     expect(route({ raw: log(), process: { pm_id: 0, name: 'web' } }, r, settings, topics)).toMatchObject({ kind: 'drop', reason: 'writer-sends' });
   });
 
+  it('a sender of an earlier daemon (handed over across pm2 update, _prev_<id>) logs to its app, whatever that pm_id is now', () => {
+    const { settings, r, topics } = setup();
+    // pm_id 0 is web's writer in this daemon; in the earlier one it was a sender (a resurrect numbers anew).
+    expect(route({ raw: log(), process: { pm_id: '_prev_0', name: 'web' } }, r, settings, topics)).toMatchObject({ kind: 'log', appKey: appKeyOf('web', 'default'), senderId: undefined });
+    expect(route({ raw: log(), process: { pm_id: '_prev_4', name: 'web', namespace: 'blue' } }, r, settings, topics)).toMatchObject({ kind: 'log', appKey: appKeyOf('web', 'blue') });
+    expect(route({ raw: log(), process: { pm_id: '_prev_4', name: 'gone' } }, r, settings, topics)).toMatchObject({ kind: 'drop', reason: 'unknown-sender' });
+  });
+
   it('a parked _old_ worker of a reload still logs to its app', () => {
     const { settings, r, topics } = setup();
     expect(route({ raw: log(), process: { pm_id: '_old_1', name: 'web' } }, r, settings, topics)).toMatchObject({ kind: 'log', senderId: undefined });
