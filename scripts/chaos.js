@@ -32,8 +32,6 @@ const CHAOS_APP = path.join(ROOT, 'test', 'support', 'chaos-app.js');
 const KILL_BOUND_LINES = 150;
 /** A line may have left its sender this long after a kill and still count as before it (timers, marks). */
 const KILL_SLACK_MS = 50;
-/** ... and no earlier than this before it (what sat in the dead writer's pipe was recent). */
-const KILL_LOOKBACK_MS = 30000;
 
 function args() {
   const a = process.argv.slice(2);
@@ -343,9 +341,13 @@ class Chaos {
           const p = role === 'writer' ? await this.writerOf(app) : await this.senderOf(app, op.pick);
           if (!p) throw new Error(`no online ${role}`);
           what = `kill -9 ${p.pid} (pm_id ${p.pm_id})`;
+          // Where the app's file ends at the kill: what the writer wrote lies before, what the
+          // next writers write after (the judgement places a missing run against it).
+          const size = () => (fs.existsSync(this.logFile(app)) ? fs.statSync(this.logFile(app)).size : 0);
+          const sizeBefore = size();
           const at = Date.now();
           process.kill(p.pid, 'SIGKILL');
-          this.kills.push({ app: app.tag, pid: p.pid, pmId: p.pm_id, role, at });
+          this.kills.push({ app: app.tag, pid: p.pid, pmId: p.pm_id, role, at, sizeBefore, sizeAfter: size() });
           break;
         }
         case 'burst': {
@@ -567,10 +569,10 @@ class Chaos {
         const t = line.split(' ')[0];
         if (line && t !== a.tag) misplaced[tags.has(t) ? t : 'unreadable'] = (misplaced[tags.has(t) ? t : 'unreadable'] || 0) + 1;
       }
-      // A run of a sender's lines lost in a killed writer's pipe sits, in the file, where that
-      // writer stopped and the next one began: the line before it was written before the next
-      // writer's first own line, the line after it after the killed writer's last own line. And its
-      // last line may have left its sender before the kill (the sender's marks). Any other run is a loss.
+      // A run of a sender's lines lost in a killed writer's pipe sits, in the file, where the file
+      // ended at the kill: the line before it lies before that point, the line after it beyond.
+      // And its last line may have left its sender before the kill (the sender's marks). Any
+      // other run is a loss.
       const kills = this.kills.filter((k) => k.app === a.tag && k.role === 'writer').sort((x, y) => x.at - y.at);
       const file = this.filePositions(a);
       const perKill = new Map();
@@ -583,12 +585,8 @@ class Chaos {
         const byMark = marks.find(([left]) => left > m.last); // line m.last had left by then
         const before = m.first > 0 ? file.pos.get(`${m.pid} ${m.first - 1}`) : -1;
         const after = file.pos.get(`${m.pid} ${m.last + 1}`) ?? Infinity;
-        const kill = kills.find((k) => {
-          const own = file.own.get(k.pid) || { last: -1 };
-          const next = Math.min(Infinity, ...[...file.own].filter(([pid, o]) => pid !== k.pid && o.first > own.last).map(([, o]) => o.first));
-          return notBefore <= k.at + KILL_SLACK_MS && before !== undefined && before < next && after > own.last;
-        });
-        const desc = `pid ${m.pid} (instance ${m.instance}) #${m.first}-${m.last} (${m.last - m.first + 1} lines; the last left between ${this.off(notBefore)} and ${byMark ? this.off(byMark[1]) : 'its end'}; file lines ${before ?? '?'}..${after === Infinity ? 'end' : after})`;
+        const kill = kills.find((k) => notBefore <= k.at + KILL_SLACK_MS && before !== undefined && before < k.sizeAfter && after >= k.sizeBefore);
+        const desc = `pid ${m.pid} (instance ${m.instance}) #${m.first}-${m.last} (${m.last - m.first + 1} lines; the last left between ${this.off(notBefore)} and ${byMark ? this.off(byMark[1]) : 'its end'}; in the file between bytes ${before ?? '?'} and ${after === Infinity ? 'its end' : after})`;
         if (kill) {
           const e = perKill.get(kill) || { lines: 0, runs: new Map(), ranges: [] };
           e.lines += m.last - m.first + 1;
@@ -600,7 +598,7 @@ class Chaos {
       }
       for (const [k, e] of perKill) {
         const runs = Math.max(...e.runs.values());
-        const line = `${a.tag}: kill -9 of writer pid ${k.pid} at ${this.off(k.at)}: ${e.lines} lines of ${e.runs.size} senders missing (${e.ranges.join(', ')})`;
+        const line = `${a.tag}: kill -9 of writer pid ${k.pid} at ${this.off(k.at)} (file at ${k.sizeBefore}..${k.sizeAfter} bytes): ${e.lines} lines of ${e.runs.size} senders missing (${e.ranges.join(', ')})`;
         details.push(line);
         if (e.lines > KILL_BOUND_LINES) problems.push(`${line}: more than the documented ${KILL_BOUND_LINES}`);
         if (runs > 1) problems.push(`${line}: more than one run of lines per sender`);
@@ -612,34 +610,51 @@ class Chaos {
       }
       if (r.duplicated) problems.push(`${a.tag}: ${r.duplicated} lines written twice`);
       if (r.foreign) problems.push(`${a.tag}: ${r.foreign} lines not its own in its file (${JSON.stringify(misplaced)})`);
-      if (r.outOfOrder) problems.push(`${a.tag}: ${r.outOfOrder} lines out of order`);
+      if (r.outOfOrder) problems.push(`${a.tag}: ${r.outOfOrder} lines out of order: ${this.outOfOrder(a, file.pos).join('; ')}`);
       rows.push({ tag: a.tag, senders: r.senders, sent: r.sent, found: r.written, lost: lostLines, excused, dup: r.duplicated, misplaced: r.foreign, order: r.outOfOrder, dups: r.duplicated ? this.duplicatesOf(a) : [] });
     }
     return { rows, problems, details };
   }
 
-  /** Where each line is in an app's file, and where each writer's own lines start and end. */
+  /** Where (byte offset) each line of an app is first in its file. */
   filePositions(a) {
-    const writers = new Set(readReports(this.reportDir).filter((r) => r.tag === a.tag && String(r.instance) === '0').map((r) => Number(r.pid)));
     const pos = new Map();
-    const own = new Map();
-    const text = fs.existsSync(this.logFile(a)) ? fs.readFileSync(this.logFile(a), 'utf8') : '';
-    let i = 0;
+    const text = fs.existsSync(this.logFile(a)) ? fs.readFileSync(this.logFile(a), 'latin1') : '';
+    let at = 0;
     for (const line of text.split('\n')) {
-      if (!line) continue;
       const [tag, pid, seq] = line.split(' ');
-      if (tag === a.tag) {
-        const key = `${pid} ${seq}`;
-        if (!pos.has(key)) pos.set(key, i);
-        if (writers.has(Number(pid))) {
-          const o = own.get(Number(pid)) || { first: i, last: i };
-          o.last = i;
-          own.set(Number(pid), o);
-        }
-      }
-      i++;
+      if (tag === a.tag && !pos.has(`${pid} ${seq}`)) pos.set(`${pid} ${seq}`, at);
+      at += line.length + 1;
     }
-    return { pos, own };
+    return { pos };
+  }
+
+  /** Lines written after a later line of their sender: when each left it, where it was written. */
+  outOfOrder(a, pos) {
+    const out = [];
+    const last = new Map();
+    const seen = new Set();
+    const text = fs.existsSync(this.logFile(a)) ? fs.readFileSync(this.logFile(a), 'latin1') : '';
+    for (const line of text.split('\n')) {
+      const [tag, pid, seq] = line.split(' ');
+      if (tag !== a.tag || seen.has(`${pid} ${seq}`)) continue;
+      seen.add(`${pid} ${seq}`);
+      const n = Number(seq);
+      const prev = last.get(pid) ?? -1;
+      if (n >= prev) {
+        last.set(pid, n);
+        continue;
+      }
+      let notBefore = 0;
+      let leftBy;
+      for (const [left, t] of this.marksOf(pid, a.tag)) {
+        if (left <= n) notBefore = t;
+        else if (leftBy === undefined) leftBy = t;
+      }
+      out.push(`pid ${pid} #${n} (left ${this.off(notBefore)}..${leftBy ? this.off(leftBy) : '?'}) at byte ${pos.get(`${pid} ${n}`)}, after #${prev}; #${n - 1} at byte ${pos.get(`${pid} ${n - 1}`)}, #${n + 1} at byte ${pos.get(`${pid} ${n + 1}`)}`);
+      this.losses.push({ app: a, pid, first: n, last: n, notBefore, leftBy, what: 'out of order' });
+    }
+    return out;
   }
 
   /** The timeline (operations, module and daemon log lines) around a moment. */
@@ -648,6 +663,7 @@ class Chaos {
     const out = [];
     for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
       const m = /^\+(\d+\.\d+)s /.exec(line);
+      if (/^\S+ pm2: .*(failed to kill|process tree killed|PM2 error: Process with ID)/.test(line)) continue;
       if (m && Math.abs(this.t0 + Number(m[1]) * 1000 - t) <= spanMs) out.push(line);
     }
     return out.length > max ? [...out.slice(0, max / 2), `... ${out.length - max} more ...`, ...out.slice(-max / 2)] : out;
@@ -753,7 +769,7 @@ async function main() {
       console.log(`\nFAIL seed ${opt.seed}: ${problems.length} problems`);
       for (const p of problems) console.log(`  - ${p}`);
       for (const m of chaos.losses.slice(0, 4)) {
-        console.log(`\naround ${m.app.tag} pid ${m.pid} #${m.first}-${m.last} (timeline: operations, module and daemon log lines, as seen every 0.5 s):`);
+        console.log(`\naround ${m.app.tag} pid ${m.pid} #${m.first}-${m.last}${m.what ? ` (${m.what})` : ''} (timeline: operations, module and daemon log lines, as seen every 0.5 s):`);
         for (const l of chaos.around(m.leftBy ?? m.notBefore)) console.log(`  ${l}`);
       }
       console.log(`replay: ${replay}`);
@@ -773,4 +789,5 @@ async function main() {
   process.exit(code);
 }
 
-main();
+if (require.main === module) main();
+module.exports = { plan, mulberry32, Chaos };
