@@ -474,7 +474,7 @@ class Chaos {
 
   async run(ops) {
     this.t0 = Date.now();
-    this.note(`chaos: ${ops.length} operations planned over ${this.opt.minutes} min`);
+    this.note(`chaos: ${ops.length} operations planned over ${this.opt.minutes} min; +0 is ${new Date(this.t0).toISOString()}`);
     let shift = 0;
     for (const op of ops) {
       const wait = this.t0 + op.at + shift - Date.now();
@@ -586,7 +586,7 @@ class Chaos {
         const before = m.first > 0 ? file.pos.get(`${m.pid} ${m.first - 1}`) : -1;
         const after = file.pos.get(`${m.pid} ${m.last + 1}`) ?? Infinity;
         const kill = kills.find((k) => notBefore <= k.at + KILL_SLACK_MS && before !== undefined && before < k.sizeAfter && after >= k.sizeBefore);
-        const desc = `pid ${m.pid} (instance ${m.instance}) #${m.first}-${m.last} (${m.last - m.first + 1} lines; the last left between ${this.off(notBefore)} and ${byMark ? this.off(byMark[1]) : 'its end'}; in the file between bytes ${before ?? '?'} and ${after === Infinity ? 'its end' : after})`;
+        const desc = `pid ${m.pid} (instance ${m.instance}) #${m.first}-${m.last} (${m.last - m.first + 1} lines; the last left between ${this.off(notBefore)} and ${byMark ? this.off(byMark[1]) : 'its end'}; in the file between bytes ${before ?? '?'} and ${after === Infinity ? 'its end' : after}, written ${before >= 0 ? file.writtenAt(before) : '?'} and ${after === Infinity ? 'its end' : file.writtenAt(after)})`;
         if (kill) {
           const e = perKill.get(kill) || { lines: 0, runs: new Map(), ranges: [] };
           e.lines += m.last - m.first + 1;
@@ -610,27 +610,51 @@ class Chaos {
       }
       if (r.duplicated) problems.push(`${a.tag}: ${r.duplicated} lines written twice`);
       if (r.foreign) problems.push(`${a.tag}: ${r.foreign} lines not its own in its file (${JSON.stringify(misplaced)})`);
-      if (r.outOfOrder) problems.push(`${a.tag}: ${r.outOfOrder} lines out of order: ${this.outOfOrder(a, file.pos).join('; ')}`);
+      if (r.outOfOrder) problems.push(`${a.tag}: ${r.outOfOrder} lines out of order: ${this.outOfOrder(a, file).join('; ')}`);
       rows.push({ tag: a.tag, senders: r.senders, sent: r.sent, found: r.written, lost: lostLines, excused, dup: r.duplicated, misplaced: r.foreign, order: r.outOfOrder, dups: r.duplicated ? this.duplicatesOf(a) : [] });
     }
     return { rows, problems, details };
   }
 
-  /** Where (byte offset) each line of an app is first in its file. */
+  /**
+   * Where (byte offset) each line of an app is first in its file; and `writtenAt(byte)`: about when
+   * the file reached that byte (from the last line a writer logged itself before it, and its marks).
+   */
   filePositions(a) {
     const pos = new Map();
+    const writers = new Set(readReports(this.reportDir).filter((r) => r.tag === a.tag && String(r.instance) === '0').map((r) => String(r.pid)));
+    const own = []; // [byte, pid, seq] of lines writers logged themselves
     const text = fs.existsSync(this.logFile(a)) ? fs.readFileSync(this.logFile(a), 'latin1') : '';
     let at = 0;
     for (const line of text.split('\n')) {
       const [tag, pid, seq] = line.split(' ');
-      if (tag === a.tag && !pos.has(`${pid} ${seq}`)) pos.set(`${pid} ${seq}`, at);
+      if (tag === a.tag && !pos.has(`${pid} ${seq}`)) {
+        pos.set(`${pid} ${seq}`, at);
+        if (writers.has(pid)) own.push([at, pid, Number(seq)]);
+      }
       at += line.length + 1;
     }
-    return { pos };
+    const writtenAt = (byte) => {
+      let lo = 0;
+      let hi = own.length - 1;
+      let best = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (own[mid][0] <= byte) {
+          best = mid;
+          lo = mid + 1;
+        } else hi = mid - 1;
+      }
+      if (best < 0) return '?';
+      const [, pid, seq] = own[best];
+      const mark = this.marksOf(pid, a.tag).find(([left]) => left > seq);
+      return mark ? `~${this.off(mark[1])} (after writer ${pid}'s own #${seq})` : `after writer ${pid}'s own #${seq}`;
+    };
+    return { pos, writtenAt };
   }
 
   /** Lines written after a later line of their sender: when each left it, where it was written. */
-  outOfOrder(a, pos) {
+  outOfOrder(a, { pos, writtenAt }) {
     const out = [];
     const last = new Map();
     const seen = new Set();
@@ -651,7 +675,7 @@ class Chaos {
         if (left <= n) notBefore = t;
         else if (leftBy === undefined) leftBy = t;
       }
-      out.push(`pid ${pid} #${n} (left ${this.off(notBefore)}..${leftBy ? this.off(leftBy) : '?'}) at byte ${pos.get(`${pid} ${n}`)}, after #${prev}; #${n - 1} at byte ${pos.get(`${pid} ${n - 1}`)}, #${n + 1} at byte ${pos.get(`${pid} ${n + 1}`)}`);
+      out.push(`pid ${pid} #${n} (left ${this.off(notBefore)}..${leftBy ? this.off(leftBy) : '?'}) written ${writtenAt(pos.get(`${pid} ${n}`))} at byte ${pos.get(`${pid} ${n}`)}, after #${prev}; #${n - 1} at byte ${pos.get(`${pid} ${n - 1}`)}, #${n + 1} at byte ${pos.get(`${pid} ${n + 1}`)}`);
       this.losses.push({ app: a, pid, first: n, last: n, notBefore, leftBy, what: 'out of order' });
     }
     return out;
