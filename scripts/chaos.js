@@ -32,6 +32,8 @@ const CHAOS_APP = path.join(ROOT, 'test', 'support', 'chaos-app.js');
 const KILL_BOUND_LINES = 150;
 /** A line may have left its sender this long after a kill and still count as before it (timers, marks). */
 const KILL_SLACK_MS = 50;
+/** The apps' kill_timeout (see startApps). */
+const KILL_TIMEOUT_MS = 10000;
 
 function args() {
   const a = process.argv.slice(2);
@@ -238,6 +240,9 @@ class Chaos {
       exec_mode: 'cluster',
       instances: a.instances,
       autorestart: true,
+      // PM2's default (1.6 s) ends a graceful stop with SIGKILL on a loaded machine: a kill -9 the
+      // run did not choose. The apps stop in well under 10 s.
+      kill_timeout: KILL_TIMEOUT_MS,
       env: this.appEnv(a),
       ...(a.namespace ? { namespace: a.namespace } : {}),
       ...(a.instanceVar ? { instance_var: a.instanceVar } : {}),
@@ -246,7 +251,7 @@ class Chaos {
     // An ecosystem entry named like a running app would take that app over (PM2 matches by name):
     // the second namespace is started from the command line, as users do.
     for (const a of APPS.filter((x) => x.cli)) {
-      await this.sb.pm2(['start', CHAOS_APP, '--name', a.name, '--namespace', a.namespace, '-i', String(a.instances), '-f'], { env: this.appEnv(a) });
+      await this.sb.pm2(['start', CHAOS_APP, '--name', a.name, '--namespace', a.namespace, '-i', String(a.instances), '--kill-timeout', String(KILL_TIMEOUT_MS), '-f'], { env: this.appEnv(a) });
     }
     await this.waitAppsUp(60000);
   }
@@ -526,19 +531,32 @@ class Chaos {
       },
       { timeoutMs: 180000, every: 500, what: () => `every sender to finish (${waiting.slice(0, 6).join('; ')})` },
     );
+    // On a loaded machine the module may still be working through a backlog of tens of thousands
+    // of packets: wait while it makes progress; a minute without progress is a stall.
     let held = '';
+    let forwarded = -1;
+    let progressAt = Date.now();
     await waitFor(
       async () => {
         const s = await this.sb.trigger('status');
-        const busy = (s.apps || []).filter((a) => a.held > 0 || a.in_flight > 0);
+        const apps = s.apps || [];
+        const busy = apps.filter((a) => a.held > 0 || a.in_flight > 0);
         held = busy.map((a) => `${a.name}@${a.namespace}: held ${a.held}, in flight ${a.in_flight}`).join('; ');
-        this.lastStatus = s;
-        return busy.length === 0;
+        const f = apps.reduce((n, a) => n + (a.forwarded || 0), 0);
+        if (f !== forwarded) {
+          forwarded = f;
+          progressAt = Date.now();
+        }
+        if (busy.length === 0) return true;
+        if (Date.now() - progressAt <= 60000) return false;
+        this.holdProblem = `no progress for 60 s (${held})`;
+        return true;
       },
-      { timeoutMs: 60000, every: 1000, what: () => `the module to hold nothing (${held})` },
+      { timeoutMs: 900000, every: 2000, what: () => `the module to hold nothing (${held})` },
     ).catch((err) => {
       this.holdProblem = err.message;
     });
+    this.note(`module holds nothing${this.holdProblem ? ` -- NOT: ${this.holdProblem}` : ''}`);
     await waitQuiet(APPS.map((a) => this.logFile(a)), 3000, 120000);
     this.note('settled');
   }
@@ -780,6 +798,13 @@ async function main() {
     if (errLog.length) problems.push(`module log: ${errLog.slice(0, 5).join(' | ')}`);
     const maxStarts = 1 + chaos.moduleOps;
     console.log(`\nmodule starts ${chaos.moduleStarts} (1 + ${chaos.moduleOps} operations that restart it); failed operations ${chaos.opFailures.length}; daemon pid ${chaos.daemonPid}`);
+    let sigkills = 0;
+    try {
+      sigkills = (fs.readFileSync(path.join(sb.home, 'pm2.log'), 'utf8').match(/exited with code \[\d+\] via signal \[SIGKILL\]/g) || []).length;
+    } catch {
+      /* no pm2.log */
+    }
+    console.log(`PM2 log: ${sigkills} processes ended by SIGKILL (${chaos.kills.length} kill -9 by the run; any more: PM2 after kill_timeout)`);
     if (chaos.moduleStarts > maxStarts) problems.push(`the module started ${chaos.moduleStarts} times; its operations explain at most ${maxStarts}`);
     console.log(`\n${'app'.padEnd(11)} ${'senders'.padStart(7)} ${'sent'.padStart(7)} ${'found'.padStart(7)} ${'missing'.padStart(7)} ${'excused'.padStart(7)} ${'dup'.padStart(4)} ${'misplaced'.padStart(9)} ${'order'.padStart(5)}`);
     for (const r of rows) {
