@@ -74,6 +74,9 @@ export const scenarioArb = fc.boolean().chain((big) =>
 );
 
 const READY_DELAY = 1000;
+const MB = 1048576;
+/** What a big packet (world.ts) takes held: its 200,000 characters and some. */
+const BIG_BYTES = 200_100;
 
 /** MODEL_KNOWN=1: also play the interleavings of the findings already reported (they fail). */
 const KNOWN = process.env.MODEL_KNOWN === '1';
@@ -102,6 +105,7 @@ export class Harness {
   constructor(readonly config: Config, readonly known = KNOWN) {
     this.settings = { ...DEFAULTS, ready_delay: READY_DELAY, buffer_mb: 1, spool_mb: config.spoolMb, max_inflight: config.maxInflight } as Settings;
     this.world = new World(this.clock, this.settings, known);
+    this.world.afterBusItem = () => this.checkDrops();
     this.dir = config.spoolMb > 0 ? fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-model-')) : undefined;
   }
 
@@ -129,6 +133,7 @@ export class Harness {
     this.world.autoList = false;
     const c = relay.counters;
     this.run = { relay, spool, baseline: c.out + c.held + this.inflight(id) + c.dropped };
+    this.#dropped = c.dropped;
   }
 
   inflight(relay = this.world.relay): number {
@@ -246,7 +251,24 @@ export class Harness {
       throw new Violation(`conservation: in ${c.in} + restored ${baseline} != out ${c.out} + held ${c.held} + in flight ${inflight} + dropped ${c.dropped}`);
     }
     if (!this.bigSeen && c.dropped > 0) throw new Violation(`${c.dropped} dropped with nothing near buffer_mb`);
+    this.checkDrops();
   }
+
+  /** Dropped only past both bounds: checked after each bus packet (a drop happens as one is held). */
+  checkDrops(): void {
+    const { relay, spool } = this.run;
+    const c = relay.counters;
+    if (c.dropped > this.#dropped) {
+      // Dropped only past both bounds: memory full, and the spool full (or none).
+      const memoryFull = relay.hold.bytes > MB - 2 * BIG_BYTES;
+      const spoolFull = !spool || spool.failure !== undefined || spool.bytes > this.config.spoolMb * MB - 2 * BIG_BYTES;
+      if (!memoryFull || !spoolFull) throw new Violation(`${c.dropped - this.#dropped} dropped below the bounds (memory ${relay.hold.bytes} bytes, spool ${spool?.bytes ?? 'none'})`);
+    }
+    this.#dropped = c.dropped;
+  }
+
+  /** The current relay's dropped count at the last check. */
+  #dropped = 0;
 
   get bigSeen(): boolean {
     return this.world.bigSent;
@@ -291,7 +313,7 @@ export class Harness {
     }
     if (missing.length !== dropped) {
       const unread = missing.filter((id) => w.unreadLost.has(id));
-      throw new Violation(`settled: ${missing.length} packets never written (${dropped} dropped at the bounds; ${unread.length} of them handed to a process that did not run the app: ${unread.slice(0, 10).join(', ')}; first missing: ${missing.slice(0, 10).join(', ')})`);
+      throw new Violation(`settled: ${missing.length} packets never written (${dropped} dropped at the bounds; handed to a process that did not run the app: ids ${unread.slice(0, 10).join(', ') || 'none'}; first missing: ids ${missing.slice(0, 10).join(', ')})`);
     }
   }
 

@@ -129,8 +129,9 @@ export const LAG = {
   reloadOnline: 500,
   /** PM2 reads a send at most this long after it was written, and its answer arrives within as long. */
   send: 1000,
-  /** A list answer at most this long after it was built. */
-  list: 1500,
+  /** A list answer at most this long after it was built (finding 6: longer than ready_delay, with `known`). */
+  list: 800,
+  listKnown: 1500,
 };
 
 export class Violation extends Error {}
@@ -155,6 +156,8 @@ export class World {
   /** The relay the bus and sends belong to (a module restart makes a new one). */
   relay = 0;
   handlers: BusHandlers | undefined;
+  /** Called after each bus item the module handled (checks that need the moment). */
+  afterBusItem: (() => void) | undefined;
   /** Answer list requests at once (while a relay starts). */
   autoList = false;
   seq = 0;
@@ -375,6 +378,7 @@ export class World {
       if (!this.handlers) continue;
       if (item.kind === 'message') this.handlers.message(item.packet);
       else this.handlers.event(item.packet);
+      this.afterBusItem?.();
     }
   }
 
@@ -505,7 +509,8 @@ export class World {
     while (this.answers.length > 0 && now - this.answers[0].at >= LAG.send) this.answer();
     while (this.bus.length > 0 && now - this.bus[0].at >= LAG.bus) this.deliverBus(1);
     for (const r of this.lists) if (r.snapshot === undefined) this.buildList();
-    while (this.lists.some((r) => r.snapshot !== undefined && now - r.builtAt >= LAG.list)) this.answerList();
+    const listLag = this.known ? LAG.listKnown : LAG.list;
+    while (this.lists.some((r) => r.snapshot !== undefined && now - r.builtAt >= listLag)) this.answerList();
   }
 
   fail(msg: string): void {
