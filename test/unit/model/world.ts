@@ -386,6 +386,8 @@ export class World {
   stopBegin(pmId: number, restart: boolean): void {
     const slot = this.slots[pmId];
     if (slot.status !== 'online' && slot.status !== 'launching') return;
+    // Known (finding 5): a reloaded worker that ends before its `online`. Unless asked to, not stopped.
+    if (!this.known && slot.parked && slot.status === 'launching') return;
     slot.status = 'stopping';
     slot.restarting = restart;
     this.#event('exit', slot, 'stopping');
@@ -409,7 +411,7 @@ export class World {
     const slot = this.slots[pmId];
     const p = slot.proc;
     if (!p.alive || slot.status === 'stopped') return;
-    // Known (finding 5): a reloaded worker that dies before its `online`. Unless asked to, not killed.
+    // Known (finding 5): a reloaded worker that ends before its `online`. Unless asked to, not killed.
     if (!this.known && slot.parked && slot.status === 'launching') return;
     p.alive = false;
     p.killSeq = ++this.seq;
