@@ -305,6 +305,8 @@ export class Harness {
     const c = this.run.relay.counters;
     if (c.held !== 0) throw new Violation(`settled, but ${c.held} packets still held: ${this.lines.slice(-5).join(' | ')}`);
     const dropped = this.droppedBefore + c.dropped;
+    // The kill -9 bound: at most the sends in flight at each kill (docs/how-it-works.md, Stop window).
+    if (w.killLost.size > w.kills * this.config.maxInflight) throw new Violation(`${w.killLost.size} lost to ${w.kills} kill -9s (max_inflight ${this.config.maxInflight})`);
     const missing: number[] = [];
     for (const p of w.packets) {
       const n = w.writtenBy.get(p.id)?.length ?? 0;

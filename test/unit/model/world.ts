@@ -161,6 +161,8 @@ export class World {
   /** Answer list requests at once (while a relay starts). */
   autoList = false;
   seq = 0;
+  /** `kill -9`s so far. */
+  kills = 0;
   /** A big packet (near buffer_mb) was sent: drops at the bounds may happen. */
   bigSent = false;
   #nextPid = 1000;
@@ -415,6 +417,7 @@ export class World {
     if (!this.known && slot.parked && slot.status === 'launching') return;
     p.alive = false;
     p.killSeq = ++this.seq;
+    this.kills++;
   }
 
   /** PM2 handles the killed process's exit: events, and the crash restart forks a new one. */
@@ -455,6 +458,11 @@ export class World {
   online(pmId: number, r: number): void {
     const slot = this.slots[pmId];
     if (slot.status !== 'launching' || !slot.proc.alive) return;
+    // PM2 reads what was written before a reload's swap within a turn or two of it, long before
+    // the new worker can run the app (it has not even said `online`): handled now at the latest.
+    if (slot.swappedAt !== undefined) {
+      while (this.inbox.some((e) => e.pmId === pmId && e.writeSeq < slot.swapSeq)) this.handleSend();
+    }
     slot.status = 'online';
     slot.swappedAt = undefined;
     slot.proc.appReadyAt = this.clock.now + Math.floor(r * this.settings.ready_delay);
