@@ -133,4 +133,26 @@ describe('delivery model findings', () => {
     ];
     await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
   });
+
+  it.fails('7. the same as 6 with PM2 answering lists at once: a reconcile already due in 1000 ms (after an exit) swallows the 100 ms one an `online` asks for', async () => {
+    // pm_id 0 restarts: its `exit` schedules a list read in 1000 ms. pm_id 5 (api's writer) is
+    // reloaded; its `online` (heard 10601, no pid) asks for a read in 100 ms, but ListReader.schedule
+    // keeps the one already set (11601), the moment pm_id 5 becomes ready. It is killed just then;
+    // api's line goes to pm_id 5 with pid 0 (no /proc check can speak) and PM2 hands it to the
+    // restarted process, which does not run the app yet.
+    const cmds: Cmd[] = [
+      { t: 'restart', pmId: 0 },
+      { t: 'reload', pmId: 5, d: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'bus', n: 1 },
+      { t: 'bus', n: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'advance', ms: 100 },
+      { t: 'log', pmId: 6, parked: false, n: 1, big: false },
+      { t: 'advance', ms: 300 },
+      { t: 'kill', pmId: 5 },
+      { t: 'answer', n: 1 },
+    ];
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
+  });
 });
