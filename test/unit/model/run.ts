@@ -102,6 +102,9 @@ export class Harness {
   droppedBefore = 0;
   relays = 0;
 
+  /** Findings 6-8 only (the world otherwise as without `known`). */
+  unknownPids = false;
+
   constructor(readonly config: Config, readonly known = KNOWN) {
     this.settings = { ...DEFAULTS, ready_delay: READY_DELAY, buffer_mb: 1, spool_mb: config.spoolMb, max_inflight: config.maxInflight } as Settings;
     this.world = new World(this.clock, this.settings, known);
@@ -180,7 +183,7 @@ export class Harness {
         w.online(c.pmId, c.r);
         break;
       case 'reload':
-        w.reloadSwap(c.pmId, c.d);
+        if (this.#pidKnown(c.pmId)) w.reloadSwap(c.pmId, c.d);
         break;
       case 'retire':
         w.retire(c.pmId);
@@ -200,11 +203,12 @@ export class Harness {
   }
 
   /**
-   * Known (findings 6 and 7): a writer whose pid the module has not learnt yet (no list since its
-   * `online`) is not protected by the /proc checks. Unless asked to, such a process is not stopped or killed.
+   * Known (findings 6, 7, 8): a writer whose pid the module has not learnt yet (no list since its
+   * `online`) is not protected by the /proc checks. Unless asked to, such a process is not stopped,
+   * killed or reloaded.
    */
   #pidKnown(pmId: number): boolean {
-    return this.known || this.run.relay.registry.process(pmId)?.pid !== 0;
+    return this.known || this.unknownPids || this.run.relay.registry.process(pmId)?.pid !== 0;
   }
 
   /** Time moves on in small steps; PM2 keeps within its bounds (world.ts LAG) meanwhile. */
@@ -333,8 +337,9 @@ export class Harness {
   }
 }
 
-export async function play(s: { config: Config; cmds: Cmd[] }, opts: { known?: boolean } = {}): Promise<void> {
+export async function play(s: { config: Config; cmds: Cmd[] }, opts: { known?: boolean; unknownPids?: boolean } = {}): Promise<void> {
   const h = new Harness(s.config, opts.known ?? KNOWN);
+  h.unknownPids = opts.unknownPids ?? false;
   try {
     await h.start();
     for (const c of s.cmds) await h.step(c);
