@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import { play, scenarioArb } from './model/run';
 
-const runs = Number(process.env.MODEL_RUNS ?? 1500);
+const runs = Number(process.env.MODEL_RUNS ?? 2000);
 const seed = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
 const replayPath = process.env.MODEL_PATH;
 

@@ -203,12 +203,12 @@ export class Harness {
   }
 
   /**
-   * Known (findings 6, 7, 8): a writer whose pid the module has not learnt yet (no list since its
-   * `online`) is not protected by the /proc checks. Unless asked to, such a process is not stopped,
-   * killed or reloaded.
+   * Known (findings 6, 7, 8): a process whose pid the module has not learnt yet (no list since its
+   * `online`, or a reload it has not heard of) is not protected by the /proc checks. Unless asked
+   * to, such a process is not stopped, killed or reloaded.
    */
   #pidKnown(pmId: number): boolean {
-    return this.known || this.unknownPids || this.run.relay.registry.process(pmId)?.pid !== 0;
+    return this.known || this.unknownPids || this.run.relay.registry.process(pmId)?.pid === this.world.slots[pmId].proc.pid;
   }
 
   /** Time moves on in small steps; PM2 keeps within its bounds (world.ts LAG) meanwhile. */
