@@ -2,7 +2,7 @@
 'use strict';
 /**
  * The delivery model (test/unit/delivery-model.test.ts) with more random sequences than `npm test`
- * plays (1,500): no PM2, no build, one vitest process.
+ * plays (2,000): no PM2, no build, one vitest process.
  *
  * Usage: node scripts/model.js [runs] [--seed N] [--path P] [--known] [--max-inflight N]
  *   runs            sequences to play (default 100000)

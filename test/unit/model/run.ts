@@ -74,6 +74,9 @@ export const scenarioArb = fc.boolean().chain((big) =>
 );
 
 const READY_DELAY = 1000;
+const MB = 1048576;
+/** What a big packet (world.ts) takes held: its 200,000 characters and some. */
+const BIG_BYTES = 200_100;
 
 /** MODEL_KNOWN=1: also play the interleavings of the findings already reported (they fail). */
 const KNOWN = process.env.MODEL_KNOWN === '1';
@@ -99,9 +102,13 @@ export class Harness {
   droppedBefore = 0;
   relays = 0;
 
+  /** Findings 6-8 only (the world otherwise as without `known`). */
+  unknownPids = false;
+
   constructor(readonly config: Config, readonly known = KNOWN) {
     this.settings = { ...DEFAULTS, ready_delay: READY_DELAY, buffer_mb: 1, spool_mb: config.spoolMb, max_inflight: config.maxInflight } as Settings;
     this.world = new World(this.clock, this.settings, known);
+    this.world.afterBusItem = () => this.checkDrops();
     this.dir = config.spoolMb > 0 ? fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-model-')) : undefined;
   }
 
@@ -129,6 +136,7 @@ export class Harness {
     this.world.autoList = false;
     const c = relay.counters;
     this.run = { relay, spool, baseline: c.out + c.held + this.inflight(id) + c.dropped };
+    this.#dropped = c.dropped;
   }
 
   inflight(relay = this.world.relay): number {
@@ -160,10 +168,10 @@ export class Harness {
         await this.advance(c.ms);
         break;
       case 'restart':
-        w.stopBegin(c.pmId, true);
+        if (this.#pidKnown(c.pmId)) w.stopBegin(c.pmId, true);
         break;
       case 'stop':
-        w.stopBegin(c.pmId, false);
+        if (this.#pidKnown(c.pmId)) w.stopBegin(c.pmId, false);
         break;
       case 'stopEnd':
         w.stopEnd(c.pmId);
@@ -175,13 +183,13 @@ export class Harness {
         w.online(c.pmId, c.r);
         break;
       case 'reload':
-        w.reloadSwap(c.pmId, c.d);
+        if (this.#pidKnown(c.pmId)) w.reloadSwap(c.pmId, c.d);
         break;
       case 'retire':
         w.retire(c.pmId);
         break;
       case 'kill':
-        w.kill(c.pmId);
+        if (this.#pidKnown(c.pmId)) w.kill(c.pmId);
         break;
       case 'reap':
         w.reap(c.pmId);
@@ -192,6 +200,15 @@ export class Harness {
     }
     await flush();
     this.check();
+  }
+
+  /**
+   * Known (findings 6, 7, 8): a process whose pid the module has not learnt yet (no list since its
+   * `online`, or a reload it has not heard of) is not protected by the /proc checks. Unless asked
+   * to, such a process is not stopped, killed or reloaded.
+   */
+  #pidKnown(pmId: number): boolean {
+    return this.known || this.unknownPids || this.run.relay.registry.process(pmId)?.pid === this.world.slots[pmId].proc.pid;
   }
 
   /** Time moves on in small steps; PM2 keeps within its bounds (world.ts LAG) meanwhile. */
@@ -246,7 +263,26 @@ export class Harness {
       throw new Violation(`conservation: in ${c.in} + restored ${baseline} != out ${c.out} + held ${c.held} + in flight ${inflight} + dropped ${c.dropped}`);
     }
     if (!this.bigSeen && c.dropped > 0) throw new Violation(`${c.dropped} dropped with nothing near buffer_mb`);
+    this.checkDrops();
   }
+
+  /** Dropped only past both bounds: checked after each bus packet (a drop happens as one is held). */
+  checkDrops(): void {
+    const { relay, spool } = this.run;
+    const c = relay.counters;
+    if (c.dropped > this.#dropped) {
+      // Dropped only past both bounds: memory full, and the spool full (or none).
+      // Known (finding 9): with the app's packets in the spool, memory is refilled from it only
+      // below half of buffer_mb, so the spool fills (and drops) with memory half full.
+      const memoryFull = relay.hold.bytes > (this.known ? MB : MB / 2) - 2 * BIG_BYTES;
+      const spoolFull = !spool || spool.failure !== undefined || spool.bytes > this.config.spoolMb * MB - 2 * BIG_BYTES;
+      if (!memoryFull || !spoolFull) throw new Violation(`${c.dropped - this.#dropped} dropped below the bounds (memory ${relay.hold.bytes} bytes, spool ${spool?.bytes ?? 'none'})`);
+    }
+    this.#dropped = c.dropped;
+  }
+
+  /** The current relay's dropped count at the last check. */
+  #dropped = 0;
 
   get bigSeen(): boolean {
     return this.world.bigSent;
@@ -283,6 +319,8 @@ export class Harness {
     const c = this.run.relay.counters;
     if (c.held !== 0) throw new Violation(`settled, but ${c.held} packets still held: ${this.lines.slice(-5).join(' | ')}`);
     const dropped = this.droppedBefore + c.dropped;
+    // The kill -9 bound: at most the sends in flight at each kill (docs/how-it-works.md, Stop window).
+    if (w.killLost.size > w.kills * this.config.maxInflight) throw new Violation(`${w.killLost.size} lost to ${w.kills} kill -9s (max_inflight ${this.config.maxInflight})`);
     const missing: number[] = [];
     for (const p of w.packets) {
       const n = w.writtenBy.get(p.id)?.length ?? 0;
@@ -291,7 +329,7 @@ export class Harness {
     }
     if (missing.length !== dropped) {
       const unread = missing.filter((id) => w.unreadLost.has(id));
-      throw new Violation(`settled: ${missing.length} packets never written (${dropped} dropped at the bounds; ${unread.length} of them handed to a process that did not run the app: ${unread.slice(0, 10).join(', ')}; first missing: ${missing.slice(0, 10).join(', ')})`);
+      throw new Violation(`settled: ${missing.length} packets never written (${dropped} dropped at the bounds; handed to a process that did not run the app: ids ${unread.slice(0, 10).join(', ') || 'none'}; first missing: ids ${missing.slice(0, 10).join(', ')})`);
     }
   }
 
@@ -301,8 +339,9 @@ export class Harness {
   }
 }
 
-export async function play(s: { config: Config; cmds: Cmd[] }, opts: { known?: boolean } = {}): Promise<void> {
+export async function play(s: { config: Config; cmds: Cmd[] }, opts: { known?: boolean; unknownPids?: boolean } = {}): Promise<void> {
   const h = new Harness(s.config, opts.known ?? KNOWN);
+  h.unknownPids = opts.unknownPids ?? false;
   try {
     await h.start();
     for (const c of s.cmds) await h.step(c);

@@ -129,8 +129,9 @@ export const LAG = {
   reloadOnline: 500,
   /** PM2 reads a send at most this long after it was written, and its answer arrives within as long. */
   send: 1000,
-  /** A list answer at most this long after it was built. */
-  list: 1500,
+  /** A list answer at most this long after it was built (finding 6: longer than ready_delay, with `known`). */
+  list: 800,
+  listKnown: 1500,
 };
 
 export class Violation extends Error {}
@@ -155,9 +156,13 @@ export class World {
   /** The relay the bus and sends belong to (a module restart makes a new one). */
   relay = 0;
   handlers: BusHandlers | undefined;
+  /** Called after each bus item the module handled (checks that need the moment). */
+  afterBusItem: (() => void) | undefined;
   /** Answer list requests at once (while a relay starts). */
   autoList = false;
   seq = 0;
+  /** `kill -9`s so far. */
+  kills = 0;
   /** A big packet (near buffer_mb) was sent: drops at the bounds may happen. */
   bigSent = false;
   #nextPid = 1000;
@@ -375,6 +380,7 @@ export class World {
       if (!this.handlers) continue;
       if (item.kind === 'message') this.handlers.message(item.packet);
       else this.handlers.event(item.packet);
+      this.afterBusItem?.();
     }
   }
 
@@ -382,6 +388,8 @@ export class World {
   stopBegin(pmId: number, restart: boolean): void {
     const slot = this.slots[pmId];
     if (slot.status !== 'online' && slot.status !== 'launching') return;
+    // Known (finding 5): a reloaded worker that ends before its `online`. Unless asked to, not stopped.
+    if (!this.known && slot.parked && slot.status === 'launching') return;
     slot.status = 'stopping';
     slot.restarting = restart;
     this.#event('exit', slot, 'stopping');
@@ -405,10 +413,11 @@ export class World {
     const slot = this.slots[pmId];
     const p = slot.proc;
     if (!p.alive || slot.status === 'stopped') return;
-    // Known (finding 5): a reloaded worker that dies before its `online`. Unless asked to, not killed.
+    // Known (finding 5): a reloaded worker that ends before its `online`. Unless asked to, not killed.
     if (!this.known && slot.parked && slot.status === 'launching') return;
     p.alive = false;
     p.killSeq = ++this.seq;
+    this.kills++;
   }
 
   /** PM2 handles the killed process's exit: events, and the crash restart forks a new one. */
@@ -449,6 +458,11 @@ export class World {
   online(pmId: number, r: number): void {
     const slot = this.slots[pmId];
     if (slot.status !== 'launching' || !slot.proc.alive) return;
+    // PM2 reads what was written before a reload's swap within a turn or two of it, long before
+    // the new worker can run the app (it has not even said `online`): handled now at the latest.
+    if (slot.swappedAt !== undefined) {
+      while (this.inbox.some((e) => e.pmId === pmId && e.writeSeq < slot.swapSeq)) this.handleSend();
+    }
     slot.status = 'online';
     slot.swappedAt = undefined;
     slot.proc.appReadyAt = this.clock.now + Math.floor(r * this.settings.ready_delay);
@@ -505,7 +519,8 @@ export class World {
     while (this.answers.length > 0 && now - this.answers[0].at >= LAG.send) this.answer();
     while (this.bus.length > 0 && now - this.bus[0].at >= LAG.bus) this.deliverBus(1);
     for (const r of this.lists) if (r.snapshot === undefined) this.buildList();
-    while (this.lists.some((r) => r.snapshot !== undefined && now - r.builtAt >= LAG.list)) this.answerList();
+    const listLag = this.known ? LAG.listKnown : LAG.list;
+    while (this.lists.some((r) => r.snapshot !== undefined && now - r.builtAt >= listLag)) this.answerList();
   }
 
   fail(msg: string): void {
