@@ -15,7 +15,7 @@ const { spawnSync } = require('child_process');
 const path = require('path');
 
 const args = process.argv.slice(2);
-const env = { ...process.env, MODEL_RUNS: '100000' };
+const env = { ...process.env, MODEL_RUNS: '100000', MODEL_SEED: process.env.MODEL_SEED ?? 'random' };
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--seed') env.MODEL_SEED = args[++i];

@@ -25,6 +25,7 @@ export interface ListReaderOptions {
 export class ListReader {
   readonly #opts: ListReaderOptions;
   #timer: unknown = undefined;
+  #dueAt = 0;
   #again = false;
   #reading: Promise<void> | undefined;
   #stopped = false;
@@ -35,7 +36,15 @@ export class ListReader {
 
   /** Read the list in `ms` (coalesced with a read already scheduled). */
   schedule(ms: number): void {
-    if (this.#timer !== undefined || this.#stopped) return;
+    if (this.#stopped) return;
+    const due = this.#opts.now() + ms;
+    // A read already due sooner covers this one; one due later is brought forward (an `online`
+    // asks for its pid within 100 ms, an exit 1 s later).
+    if (this.#timer !== undefined) {
+      if (this.#dueAt <= due) return;
+      this.#opts.timers.clearTimeout(this.#timer);
+    }
+    this.#dueAt = due;
     this.#timer = this.#opts.timers.setTimeout(() => {
       this.#timer = undefined;
       void this.read().catch((err: Error) => this.#opts.failed(err));

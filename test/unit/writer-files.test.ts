@@ -138,6 +138,7 @@ describe('Relay with writer files', () => {
 
   it('holds a restarted writer\'s packets past ready_delay until it opens its app\'s log file', async () => {
     const { client, timers, lines, open } = await setup();
+    open.set(200, new Set(PM2_LOGS)); // the new process runs, log4js not configured yet
     await restartWriter(client, timers);
     logs(client, 0, 20);
     timers.advance(2000); // past ready_delay: log4js is not configured yet
