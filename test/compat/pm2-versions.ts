@@ -57,6 +57,18 @@ export function pm2VersionSuite(version: string): void {
       await waitFor(
         async () => {
           const reports = readReports(reportDirOf(sb.work));
+          // `pm2 jlist` (a CLI run) only once no sender still running says it is not done.
+          const excluded = new Set(excludePids);
+          const running = (pid: number) => {
+            try {
+              process.kill(pid, 0);
+              return true;
+            } catch {
+              return false;
+            }
+          };
+          const tags = new Set(apps.map((a) => a.tag));
+          if (reports.some((r: { tag: string; pid: number; done: boolean }) => tags.has(r.tag) && !r.done && !excluded.has(r.pid) && running(r.pid))) return false;
           for (const a of apps) {
             const live = (await procsOf(a.tag)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
             const done = new Set(reports.filter((r: { tag: string; done: boolean }) => r.tag === a.tag && r.done).map((r: { pid: number }) => r.pid));
