@@ -304,11 +304,12 @@ class Pm2Sandbox {
     } catch {
       /* no daemon */
     }
+    if (!fs.existsSync('/proc/self/stat')) return false;
     let title = '';
     try {
       title = fs.readFileSync(`/proc/${daemon}/cmdline`, 'utf8');
     } catch {
-      /* gone, or no /proc */
+      daemon = 0; // gone already (pm2-runtime's daemon ends with it): `pm2 kill` would start one
     }
     if (daemon > 0 && !title.includes(this.home)) return false;
     const pids = new Set(processesUnder(this.home).map(Number));
