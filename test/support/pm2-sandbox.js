@@ -68,6 +68,19 @@ function processesUnder(dir) {
   });
 }
 
+/** Child pids of a process (Linux /proc; [] elsewhere or when it is gone). */
+function childrenOf(pid) {
+  try {
+    return fs
+      .readdirSync(`/proc/${pid}/task`)
+      .flatMap((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/))
+      .map(Number)
+      .filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
 /** Poll `check` until it returns a truthy value, at most `timeoutMs`. */
 async function waitFor(check, { timeoutMs = 30000, every = 100, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -147,13 +160,51 @@ class Pm2Sandbox {
     return JSON.parse(out.slice(start));
   }
 
-  /** pm2 install <absolute tarball>, then wait until the module is online. */
+  /**
+   * pm2 install <absolute tarball>, then wait until the module is online.
+   *
+   * The tarball globalSetup packed for this run goes through `pm2 install` in the first sandbox
+   * that needs it: what that leaves in PM2_HOME (modules/ and module_conf.json) is kept in the
+   * pack folder, and a later sandbox on the project's own pm2 and node, with no daemon yet, gets
+   * a copy and starts its daemon, which launches the installed module as at a reboot (about 6 s
+   * less a sandbox, docs/suite-times.md). Tests of `pm2 install` itself install other tarballs,
+   * other PM2 versions or over a running module, which always take the real path.
+   */
   async install(tarball) {
+    tarball = path.resolve(tarball);
+    const template = this.#templateFor(tarball);
+    if (template && fs.existsSync(template)) {
+      for (const f of fs.readdirSync(template)) fs.cpSync(path.join(template, f), path.join(this.home, f), { recursive: true });
+      await this.pm2(['ping']);
+      await this.waitModuleOnline();
+      return;
+    }
     // PM2SI_PROC_CHECKS=off plays a machine without /proc (macOS, Windows): set before the
     // install, which keeps values already set.
     if (process.env.PM2SI_PROC_CHECKS) await this.pm2(['set', `${MODULE}:proc_checks`, process.env.PM2SI_PROC_CHECKS]);
-    await this.pm2(['install', path.resolve(tarball)], { timeoutMs: 180000 });
+    await this.pm2(['install', tarball], { timeoutMs: 180000 });
     await this.waitModuleOnline();
+    if (template && !fs.existsSync(template)) {
+      // Copy, then rename: another worker may be doing the same.
+      const tmp = fs.mkdtempSync(`${template}.tmp-`);
+      fs.cpSync(path.join(this.home, 'modules'), path.join(tmp, 'modules'), { recursive: true });
+      fs.copyFileSync(path.join(this.home, 'module_conf.json'), path.join(tmp, 'module_conf.json'));
+      try {
+        fs.renameSync(tmp, template);
+      } catch {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** Where a copy of this install may be kept, or undefined when this install must be real. */
+  #templateFor(tarball) {
+    const packed = process.env.PM2SI_PACK_DIR;
+    if (!packed || path.dirname(tarball) !== packed || process.env.PM2SI_PROC_CHECKS) return undefined;
+    if (this.pm2Bin !== PM2_BIN || this.node !== process.execPath) return undefined;
+    // Only into an empty PM2_HOME: no daemon yet, no module settings made.
+    if (fs.readdirSync(this.home).length > 0) return undefined;
+    return path.join(packed, `pm2-home-${path.basename(tarball)}`);
   }
 
   async moduleProc() {
@@ -164,6 +215,8 @@ class Pm2Sandbox {
   async waitModuleOnline(timeoutMs = 30000) {
     return waitFor(
       async () => {
+        // The log first: each `pm2 jlist` is a CLI run (0.5 to 1 s on a busy machine).
+        if (!this.moduleLog().includes('relaying')) return undefined;
         const m = await this.moduleProc();
         return m && m.pm2_env.status === 'online' && this.moduleLog().includes('relaying') ? m : undefined;
       },
@@ -239,9 +292,60 @@ class Pm2Sandbox {
     live.delete(this.home);
   }
 
-  /** Kill the daemon and remove the temp dir (unless KEEP_SANDBOX is set, for debugging). */
+  /**
+   * SIGKILL the daemon (only if /proc says it is this sandbox's: its title names PM2_HOME), every
+   * process below it and every process whose command line names PM2_HOME, then wait (bounded) until
+   * they are gone. False where it cannot tell (no /proc, not our daemon): then `kill()` does it.
+   */
+  async #killHard() {
+    let daemon = 0;
+    try {
+      daemon = Number(fs.readFileSync(path.join(this.home, 'pm2.pid'), 'utf8'));
+    } catch {
+      /* no daemon */
+    }
+    if (!fs.existsSync('/proc/self/stat')) return false;
+    let title = '';
+    try {
+      title = fs.readFileSync(`/proc/${daemon}/cmdline`, 'utf8');
+    } catch {
+      daemon = 0; // gone already (pm2-runtime's daemon ends with it): `pm2 kill` would start one
+    }
+    if (daemon > 0 && !title.includes(this.home)) return false;
+    const pids = new Set(processesUnder(this.home).map(Number));
+    const below = (pid) => {
+      pids.add(pid);
+      for (const child of childrenOf(pid)) if (!pids.has(child)) below(child);
+    };
+    if (daemon > 0) below(daemon);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    const gone = (pid) => {
+      try {
+        // A zombie (killed, not reaped yet) is gone for our purpose.
+        return /^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      } catch {
+        return true;
+      }
+    };
+    await waitFor(() => [...pids].every(gone), { timeoutMs: 15000, every: 20, what: `the processes of ${this.home} to die` }).catch(() => {});
+    live.delete(this.home);
+    return true;
+  }
+
+  /**
+   * Kill the daemon and remove the temp dir (unless KEEP_SANDBOX is set, for debugging). At the
+   * end of a test nothing is judged any more, so where it can (Linux) it does not wait for
+   * `pm2 kill` to stop every app and the module gracefully (5 to 8 s a sandbox, measured in
+   * docs/suite-times.md): SIGKILL to the daemon and everything under it.
+   */
   async destroy() {
-    await this.kill();
+    if (!(await this.#killHard())) await this.kill();
     // Retries: a module (or its handover bridge) may still be writing its state as the daemon dies.
     if (!process.env.KEEP_SANDBOX) fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }

@@ -48,13 +48,13 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
   let waitingFor = [];
   await waitFor(
     async () => {
-      const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
       const reports = readReports(reportDirOf(sb.work)).filter((r) => r.tag === tag);
+      waitingFor = reports.filter((r) => !r.done && !excluded.has(r.pid) && alive(r.pid)).map((r) => `pid ${r.pid} (instance ${r.instance}) sent ${r.sent}, not done`);
+      // `pm2 jlist` (a CLI run, 0.5 to 1 s of CPU on a busy machine) only once the reports say done.
+      if (waitingFor.length > 0) return false;
+      const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
       const done = new Set(reports.filter((r) => r.done).map((r) => r.pid));
-      waitingFor = [
-        ...live.filter((pid) => !done.has(pid)).map((pid) => `online pid ${pid} not done`),
-        ...reports.filter((r) => !r.done && !excluded.has(r.pid) && alive(r.pid)).map((r) => `pid ${r.pid} (instance ${r.instance}) sent ${r.sent}, not done`),
-      ];
+      waitingFor = live.filter((pid) => !done.has(pid)).map((pid) => `online pid ${pid} not done`);
       return waitingFor.length === 0;
     },
     { timeoutMs, every: 250, what: () => `every sender of ${tag} to finish (still: ${waitingFor.join('; ')})` },

@@ -1,0 +1,5 @@
+// PM2 7.0 as daemon and CLI (test/compat/pm2-versions.ts).
+import { pm2VersionSuite } from './pm2-versions';
+import { ALL_VERSIONS } from './versions.js';
+
+pm2VersionSuite(ALL_VERSIONS.find((v: string) => v.startsWith('7.0.'))!);
