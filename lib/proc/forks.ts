@@ -25,8 +25,6 @@ export interface Newcomers {
    * fork the daemon runs on while the child is still in exec, its environment not readable).
    */
   forked(pmId: number, knownPid: number): boolean | undefined;
-  /** The pid of the process PM2 started last for `pmId`, if one is known (bus events carry no pid). */
-  newest?(pmId: number): number | undefined;
 }
 
 interface Child {
@@ -95,11 +93,6 @@ class DaemonChildren implements Newcomers {
     // The known process is not (or no longer) a child: the liveness check speaks for it.
     if (!known || !(n.start > known.start)) return undefined;
     return n.pid;
-  }
-
-  newest(pmId: number): number | undefined {
-    this.#refresh();
-    return this.#newest.get(pmId)?.pid;
   }
 
   forked(pmId: number, knownPid: number): boolean | undefined {

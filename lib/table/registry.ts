@@ -259,12 +259,6 @@ export class Registry {
     return [];
   }
 
-  /** The pid of an online process whose events told none (learnt from /proc, before the next list). */
-  learnPid(pmId: number, pid: number | undefined): void {
-    const p = this.#procs.get(pmId);
-    if (p !== undefined && p.pid === 0 && pid !== undefined && pid > 0) p.pid = pid;
-  }
-
   /** A send to this process failed: take it out of service until PM2 says it is online again. */
   markUnreachable(pmId: number): ProcessInfo | undefined {
     const p = this.#procs.get(pmId);

@@ -112,8 +112,6 @@ export class Writers implements SendGate {
   vacancy(pmId: number): Vacancy | undefined {
     const proc = this.#registry.process(pmId);
     if (proc === undefined) return undefined;
-    // Online, its pid not listed yet (PM2's events carry none): the daemon's newest child for it.
-    if (proc.pid === 0) this.#registry.learnPid(pmId, this.#newcomers.newest?.(pmId));
     if (!this.#liveness.isAlive(proc.pid)) return { kind: 'exited', pid: proc.pid };
     const newPid = this.#newcomers.after(pmId, proc.pid);
     return newPid === undefined ? undefined : { kind: 'replaced', pid: proc.pid, newPid };

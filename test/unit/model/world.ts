@@ -232,11 +232,6 @@ export class World {
       if (!known) return undefined;
       return this.#children().some((p) => p !== known && p.pmId === pmId && p.forkSeq > known.forkSeq);
     },
-    // As lib/proc/forks.ts: the daemon's most recently forked child for the pm_id.
-    newest: (pmId) =>
-      this.#children()
-        .filter((p) => p.pmId === pmId)
-        .sort((a, b) => b.forkSeq - a.forkSeq)[0]?.pid,
   };
 
   procByPid(pid: number): Proc | undefined {
