@@ -5,7 +5,7 @@ import LongestFirst from './test/support/sequencer.mjs';
 // workers, one packed tarball (test/support/global-setup.js) and one schedule, longest file first.
 // Each integration or compat file runs its own PM2 daemon (own PM2_HOME, own sockets) and never
 // looks at another's, so two files may run at once: PM2SI_WORKERS (default 2, for 2 cores) says
-// how many. docs/suite-times.md has the measurements behind this.
+// how many. docs/development.md, "Where the suite's time goes" has the measurements behind this.
 const workers = Number(process.env.PM2SI_WORKERS || 2);
 
 export default defineConfig({

@@ -167,7 +167,7 @@ class Pm2Sandbox {
    * that needs it: what that leaves in PM2_HOME (modules/ and module_conf.json) is kept in the
    * pack folder, and a later sandbox on the project's own pm2 and node, with no daemon yet, gets
    * a copy and starts its daemon, which launches the installed module as at a reboot (about 6 s
-   * less a sandbox, docs/suite-times.md). Tests of `pm2 install` itself install other tarballs,
+   * less a sandbox, docs/development.md, "Where the suite's time goes"). Tests of `pm2 install` itself install other tarballs,
    * other PM2 versions or over a running module, which always take the real path.
    */
   async install(tarball) {
@@ -342,7 +342,7 @@ class Pm2Sandbox {
    * Kill the daemon and remove the temp dir (unless KEEP_SANDBOX is set, for debugging). At the
    * end of a test nothing is judged any more, so where it can (Linux) it does not wait for
    * `pm2 kill` to stop every app and the module gracefully (5 to 8 s a sandbox, measured in
-   * docs/suite-times.md): SIGKILL to the daemon and everything under it.
+   * docs/development.md, "Where the suite's time goes"): SIGKILL to the daemon and everything under it.
    */
   async destroy() {
     if (!(await this.#killHard())) await this.kill();

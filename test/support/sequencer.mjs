@@ -1,5 +1,5 @@
 // Longest file first, from test/support/durations.json (seconds per file, measured; see
-// docs/suite-times.md): with two workers the run ends when the last long file ends, so the long
+// docs/development.md, "Where the suite's time goes"): with two workers the run ends when the last long file ends, so the long
 // ones must not start last. vitest's own order needs a results cache a fresh clone lacks, and it
 // runs projects one after the other.
 import fs from 'node:fs';
