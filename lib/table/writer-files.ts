@@ -85,8 +85,12 @@ export class WriterFiles {
   /** Writers looked at (app -> pid, looks): each is read a few times at most. */
   readonly #looked = new Map<string, { pid: number; looks: number }>();
 
-  constructor(open: OpenFiles) {
+  /** Whether processes' open files can be read at all (not where /proc cannot be read). */
+  readonly canTell: boolean;
+
+  constructor(open: OpenFiles, canTell = true) {
     this.#open = open;
+    this.canTell = canTell;
   }
 
   /**
@@ -168,5 +172,5 @@ export class WriterFiles {
 
 /** Where /proc cannot be read: nothing is learnt, nothing waited for. */
 export function noWriterFiles(): WriterFiles {
-  return new WriterFiles(() => undefined);
+  return new WriterFiles(() => undefined, false);
 }

@@ -222,7 +222,12 @@ export class Writers implements SendGate {
   #firstNotConfigured(appKey: string, app: AppInfo, p: ProcessInfo): boolean {
     if (this.#files.filesOf(appKey) !== undefined || this.#files.isWithout(appKey)) return false;
     const other = this.#siblingOf(app, p.pmId);
-    if (other === undefined) return false;
+    if (other === undefined || !(p.pid > 0)) {
+      // Its pid or its siblings' not listed yet (PM2's events carry none, and a busy daemon lists
+      // late): wait for them, as for its files, where /proc can tell and it has a sibling.
+      const waiting = this.#files.canTell && this.#registry.processesOf(app).some((q) => q.pmId !== p.pmId && q.status === 'online' && !q.isModule);
+      return waiting && this.#now() - p.onlineSince < FIRST_FILES_WAIT_MS;
+    }
     const own = this.#files.ownFiles(appKey, p.pid, other.pid, p.pm2Logs);
     if (own !== false) return false;
     if (this.#now() - p.onlineSince < FIRST_FILES_WAIT_MS) return true;

@@ -257,3 +257,34 @@ describe('Relay with writer files: a new app, nothing learnt yet', () => {
     expect(sent(client)).toEqual(['web-0', 'web-1']);
   });
 });
+
+describe('Relay with writer files: a new app whose pids are not listed yet', () => {
+  it("holds a new app's writer past ready_delay while PM2's list (the pids) is late, then until it opens a file of its own", async () => {
+    const open = new Map<number, Set<string>>([
+      [300, new Set(PM2_LOGS)],
+      [301, new Set(PM2_LOGS)],
+    ]);
+    const { relay, client, timers } = relayOver(open);
+    await relay.start();
+    // A busy daemon answers lists late: the next one is held back until `release`.
+    let release: () => void = () => {};
+    const listNow = client.list.bind(client);
+    client.list = () => new Promise((r) => (release = () => void listNow().then(r)));
+    const app = cluster('news', 2, 3, { pm_uptime: timers.now }).map((p, i) => ({ ...p, pid: 300 + i }));
+    client.procs.push(...app);
+    for (const p of app) client.event('online', env({ ...p, status: 'launching', pid: undefined }));
+    for (let i = 0; i < 5; i++) client.msg(4, 'news', { topic: 'log4js:message', data: `news-${i}` });
+    timers.advance(2000); // past ready_delay (1 s): the pids are not known yet
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent).toHaveLength(0);
+    release(); // the list tells the pids; the writer has not configured log4js yet
+    for (let i = 0; i < 10; i++) await flush();
+    timers.advance(200);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(client.sent).toHaveLength(0);
+    open.get(300)!.add('/var/log/news/app.log');
+    timers.advance(200);
+    for (let i = 0; i < 30; i++) await flush();
+    expect(client.sent.map((s) => s.data)).toEqual(['news-0', 'news-1', 'news-2', 'news-3', 'news-4']);
+  });
+});
