@@ -258,7 +258,16 @@ class Pm2Sandbox {
 
   /** `pm2 trigger pm2-scoped-intercom <action> [param]` -> the parsed reply. */
   async trigger(action, param) {
-    const out = await this.pm2(['trigger', MODULE, action, ...(param === undefined ? [] : [param])], { timeoutMs: 20000 });
+    // PM2's CLI can miss its own exit: when the reply comes before the daemon says how many
+    // processes got the command (seen at load 15), it prints the reply and waits forever
+    // (lib/API/Extra.js trigger). The reply is what counts: a printed reply is taken even when
+    // the CLI then runs into the timeout.
+    let out;
+    try {
+      out = await this.pm2(['trigger', MODULE, action, ...(param === undefined ? [] : [param])], { timeoutMs: 20000 });
+    } catch (err) {
+      out = err.message;
+    }
     const m = out.match(/\]=(.*)$/m);
     if (!m) throw new Error(`no reply to ${action}: ${out}`);
     return JSON.parse(m[1]);
