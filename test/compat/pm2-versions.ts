@@ -78,6 +78,15 @@ export function pm2VersionSuite(version: string): void {
         },
         { timeoutMs: 120000, every: 250, what: `the senders of ${apps.map((a) => a.tag).join(', ')} to finish` },
       );
+      // Judged once the module holds nothing of these apps (a restarted writer is waited for until
+      // it has opened its files, which can outlast 2 s of quiet), then after 2 s of quiet.
+      await waitFor(
+        async () => {
+          const st = (await sb.trigger('status')) as { apps: { name: string; held: number; in_flight: number }[] };
+          return apps.every((a) => st.apps.filter((x) => x.name === a.tag).every((x) => x.held === 0 && x.in_flight === 0));
+        },
+        { timeoutMs: 60000, every: 500, what: `the module to deliver what it holds of ${apps.map((a) => a.tag).join(', ')}` },
+      );
       await waitQuiet(
         apps.map((a) => logFile(sb.work, a.tag)),
         2000,
