@@ -10,7 +10,8 @@ import { procOpenFiles, WriterFiles } from './lib/table/writer-files';
 import { GUARD_BLIND, listFailed, safetyChecks, spoolAtStart } from './lib/operator/wording';
 import type { OutPacket } from './lib/shared/packet';
 import { NO_LIVENESS, procLiveness, procReadable, readable } from './lib/proc/liveness';
-import { daemonChildren, NO_NEWCOMERS } from './lib/proc/forks';
+import { daemonChildren, NO_NEWCOMERS, type Newcomers } from './lib/proc/forks';
+import { daemonClients, NEVER_ALONE, ReloadWindow, type DaemonClients } from './lib/proc/reload-window';
 import { createPm2Client } from './lib/pm2/pm2-client';
 import { guardSends } from './lib/deliver/send-guard';
 import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/operator/metrics';
@@ -80,13 +81,17 @@ async function connectParts(settings: Settings, opened: OpenedState): Promise<Pa
   const spool = new Spool({ dir: path.join(opened.dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
   spool.load();
   const useProc = settings.proc_checks === 'auto' && procReadable();
-  const pm2 = createPm2Client(undefined, { reloadProbe: settings.reload_probe === 'on' });
+  const newcomers = useProc ? daemonChildren() : NO_NEWCOMERS;
+  const late: { relay?: Relay } = {};
+  // Unknown processes count as able to reload themselves: probed.
+  const reloadsItself = (pmId: number): boolean => late.relay?.registry.process(pmId)?.memoryRestart ?? true;
+  const pm2: Pm2Client = createPm2Client(undefined, { reloadProbe: reloadProbe(settings.reload_probe, useProc, () => pm2, newcomers, reloadsItself) });
   const client = useProc ? pm2 : guardSends(pm2, { post: (packet) => process.send?.(packet, undefined, undefined, () => {}) });
   await client.connect();
   const relay = new Relay({
     client,
     liveness: useProc ? procLiveness() : NO_LIVENESS,
-    newcomers: useProc ? daemonChildren() : NO_NEWCOMERS,
+    newcomers,
     settings,
     reporter,
     knownInstanceVars: opened.saved.instanceVars,
@@ -97,8 +102,24 @@ async function connectParts(settings: Settings, opened: OpenedState): Promise<Pa
     // A new writer is waited for until it opens its app's log files (writer-files.ts).
     writerFiles: useProc ? new WriterFiles(procOpenFiles()) : undefined,
   });
+  late.relay = relay;
   const handover = new Handover({ dir: opened.dir, legacy: opened.legacy, log, warn });
   return { settings, reporter, spool, useProc, client, relay, handover };
+}
+
+/**
+ * Which sends carry the reload probe: `always` every one, `off` none, `on` those a reload could
+ * reach (proc/reload-window.ts), or every one where /proc cannot tell.
+ */
+function reloadProbe(mode: Settings['reload_probe'], useProc: boolean, client: () => Pm2Client, newcomers: Newcomers, reloadsItself: (pmId: number) => boolean): boolean | ReloadWindow {
+  if (mode !== 'on' || !useProc) return mode !== 'off';
+  let clients: DaemonClients | undefined;
+  const connected = (): DaemonClients => {
+    const c = client();
+    const rpcSocket = c.rpcSocket?.();
+    return rpcSocket === undefined ? NEVER_ALONE : daemonClients({ daemonPid: process.ppid, rpcSocket, own: () => c.ownRpcConnections?.() ?? 0 });
+  };
+  return new ReloadWindow({ clients: { alone: () => (clients ??= connected()).alone() }, childrenSettled: () => newcomers.settled(), reloadsItself });
 }
 
 /** Starts relaying (taking over from the last run's bridge); returns how to save the state. */
@@ -119,7 +140,7 @@ async function start(parts: Parts, opened: OpenedState): Promise<(held?: Record<
 
 function startMetrics(pmx: Pmx, parts: Parts): RateMeter {
   const meter = new RateMeter();
-  registerProbes(pmx, parts.relay, meter);
+  registerProbes(pmx, parts.relay, meter, () => parts.client.probeStats?.());
   registerActions(pmx, { relay: parts.relay, log, settingsLine: () => formatSettings(parts.settings), version: pkg.version });
   return meter;
 }

@@ -4,6 +4,7 @@
  */
 import v8 from 'node:v8';
 import type { Counters } from '../shared/counters';
+import type { ProbeStats } from '../pm2/rpc-channel';
 import type { Relay } from '../relay';
 import { formatStatusTable } from './status';
 
@@ -48,7 +49,7 @@ export class RateMeter {
   }
 }
 
-export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): void {
+export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter, probeStats: () => ProbeStats | undefined = () => undefined): void {
   const probe = pmx.probe();
   const c = relay.counters;
   probe.metric({ name: 'packets in/s', value: () => meter.rates.inPerSec });
@@ -64,6 +65,9 @@ export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter): vo
   probe.metric({ name: 'waits for writers', value: () => c.paced });
   probe.metric({ name: 'apps tracked', value: () => relay.status().length });
   probe.metric({ name: 'apps without writer', value: () => relay.appsWithoutWriter() });
+  // Sends that carried the reload probe (reload_probe; proc/reload-window.ts), and those left to timing.
+  probe.metric({ name: 'reload probes', value: () => probeStats()?.probed ?? 0 });
+  probe.metric({ name: 'reload in doubt', value: () => probeStats()?.inDoubt ?? 0 });
 }
 
 export interface ActionDeps {

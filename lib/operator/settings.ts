@@ -33,14 +33,16 @@ export interface Settings {
    */
   readonly proc_checks: ProcChecks;
   /**
-   * `on`: each send carries a probe that tells, if a `pm2 reload` swapped the writer meanwhile,
-   * which worker PM2 handed it to (nothing written twice); `off`: timing judges that one send (about
-   * 1 reload in 4 wrote a line twice under load), and PM2's daemon spends less CPU per send. @default 'on'
+   * `on`: a send carries a probe that tells, if a `pm2 reload` swapped the writer meanwhile, which
+   * worker PM2 handed it to (nothing written twice), whenever a reload could come before PM2 reads
+   * it: while another client is connected to PM2, for apps with `max_memory_restart`, or where /proc
+   * cannot tell (proc/reload-window.ts); `always`: every send; `off`: none, timing judges (about 1
+   * reload in 4 wrote a line twice under load). Each probe costs PM2's daemon an error. @default 'on'
    */
-  readonly reload_probe: OnOff;
+  readonly reload_probe: ProbeMode;
 }
 
-export type OnOff = 'on' | 'off';
+export type ProbeMode = 'on' | 'always' | 'off';
 
 export const DEFAULTS: Settings = Object.freeze({
   log_topics: Object.freeze(['log4js:message']),
@@ -115,10 +117,10 @@ const PARSERS: { [K in keyof Settings]: Parser<Settings[K]> } = {
     },
   },
   reload_probe: {
-    accepts: 'one of on, off',
+    accepts: 'one of on, always, off',
     parse(value) {
       const v = typeof value === 'string' ? value.trim().toLowerCase() : value === true ? 'on' : value === false ? 'off' : undefined;
-      return v === 'on' || v === 'off' ? v : undefined;
+      return v === 'on' || v === 'always' || v === 'off' ? v : undefined;
     },
   },
 };

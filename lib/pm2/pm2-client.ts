@@ -15,7 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SendFn } from '../shared/packet';
-import { openRpcChannel, type RpcChannel } from './rpc-channel';
+import { openRpcChannel, type ProbePolicy, type ProbeStats, type RpcChannel } from './rpc-channel';
 import type { Pm2Env } from '../table/registry';
 
 export interface BusHandlers {
@@ -39,6 +39,12 @@ export interface Pm2Client {
   send: SendFn;
   /** What `send` goes through now: the module's own RPC connection (rpc-channel.ts) or PM2's client. */
   sendsThrough?(): 'own connection' | 'PM2 client';
+  /** The daemon's RPC socket path, once connected. */
+  rpcSocket?(): string | undefined;
+  /** How many connections to the daemon's RPC socket are this client's own now (PM2's client, ours). */
+  ownRpcConnections?(): number;
+  /** The reload probe's counts on the own connection (undefined without one). */
+  probeStats?(): ProbeStats | undefined;
   close(): Promise<void>;
 }
 
@@ -155,8 +161,8 @@ export interface Pm2ClientOptions {
    * through PM2's client. @default openRpcChannel (PM2SI_OWN_RPC=0 turns it off)
    */
   openChannel?: ((address: string) => Promise<RpcChannel | undefined>) | null;
-  /** Follow each send on the own connection with the reload probe (rpc-channel.ts). @default true */
-  reloadProbe?: boolean;
+  /** Follow sends on the own connection with the reload probe (rpc-channel.ts): all, none, or as a policy asks. @default true */
+  reloadProbe?: boolean | ProbePolicy;
   /**
    * How often the bus tries to connect again once the daemon has gone (PM2's axon socket retries by
    * itself, backing off from 100 ms to 5 s). Set: every this many ms. @default axon's
@@ -166,7 +172,7 @@ export interface Pm2ClientOptions {
 
 export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
   const { api } = loaded;
-  const probe = opts.reloadProbe !== false;
+  const probe = opts.reloadProbe ?? true;
   const openChannel =
     opts.openChannel !== undefined ? opts.openChannel : process.env.PM2SI_OWN_RPC === '0' ? null : (address: string) => openRpcChannel(address, { probe });
   let channel: RpcChannel | undefined;
@@ -209,6 +215,12 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
       else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, (err: Error | null) => done(err));
     },
     sendsThrough: () => (channel !== undefined && channel.open ? 'own connection' : 'PM2 client'),
+    rpcSocket: () => {
+      const address = api.Client.rpc_socket_file;
+      return typeof address === 'string' && address !== '' ? address : undefined;
+    },
+    ownRpcConnections: () => 1 + (channel !== undefined && channel.open ? 1 : 0),
+    probeStats: () => channel?.probeStats(),
     close: () =>
       new Promise((resolve) => {
         channel?.close();

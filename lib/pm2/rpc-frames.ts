@@ -36,6 +36,14 @@ export function encodeSendCall(pmId: number, topic: string, data: unknown, id: s
   return buf;
 }
 
+/** The probe's frame alone (`unmonitor("_old_<pmId>")`), written after a send it follows. */
+export function encodeProbeCall(pmId: number, id: string): Buffer {
+  const probe = PROBE_HEAD + pmId + PROBE_TAIL;
+  const buf = Buffer.allocUnsafe(frameSize(probe, id));
+  writeFrame(buf, 0, probe, id);
+  return buf;
+}
+
 /**
  * The probe that tells which process a send reached. `pm2 reload` (soft or hard, PM2 5.4 to 7.0,
  * lib/God/Reload.js) moves the old worker to the key `_old_<pm_id>` and forks the new one under

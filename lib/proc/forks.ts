@@ -25,6 +25,11 @@ export interface Newcomers {
    * fork the daemon runs on while the child is still in exec, its environment not readable).
    */
   forked(pmId: number, knownPid: number): boolean | undefined;
+  /**
+   * Was every child of the daemon, at the last read, told apart by its pm_id? false while one is
+   * not (in exec, or not ours to read): a process PM2 just started may then be any pm_id's.
+   */
+  settled(): boolean;
 }
 
 interface Child {
@@ -53,7 +58,7 @@ export function pmIdFromEnviron(environ: string): number | undefined {
 }
 
 /** Where /proc cannot be read (or `proc_checks=off`): nothing is ever reported. */
-export const NO_NEWCOMERS: Newcomers = Object.freeze({ after: () => undefined, forked: () => undefined });
+export const NO_NEWCOMERS: Newcomers = Object.freeze({ after: () => undefined, forked: () => undefined, settled: () => false });
 
 export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/proc'): Newcomers {
   const children = new Descriptors<number>(4096);
@@ -67,6 +72,8 @@ export function daemonChildren(daemonPid: number = process.ppid, procRoot = '/pr
 
 /** A child read just before its exec shows the daemon's own environment: read again, this often. */
 const CLASSIFY_TRIES = 20;
+/** Then once every this many reads (a slow exec under load, or a process not ours to read). */
+const CLASSIFY_LATER_EVERY = 256;
 
 /** The daemon's children as last read, each matched to its pm_id once it can be. */
 class DaemonChildren implements Newcomers {
@@ -78,6 +85,9 @@ class DaemonChildren implements Newcomers {
   /** Per pm_id, its most recently started child. */
   readonly #newest = new Map<number, { pid: number; start: number }>();
   #unclassified = 0;
+  /** Children past CLASSIFY_TRIES still not told apart, and reads since they were last tried. */
+  #givenUp = 0;
+  #sinceRetry = 0;
 
   constructor(procRoot: string, readList: () => Buffer | undefined) {
     this.#procRoot = procRoot;
@@ -109,6 +119,10 @@ class DaemonChildren implements Newcomers {
     return verdict;
   }
 
+  settled(): boolean {
+    return this.#unclassified === 0 && this.#givenUp === 0;
+  }
+
   #refresh(): void {
     let list: Buffer | undefined;
     try {
@@ -118,9 +132,11 @@ class DaemonChildren implements Newcomers {
     }
     if (list === undefined) return;
     const same = list.equals(this.#lastList);
-    if (same && this.#unclassified === 0) return;
+    const retryGivenUp = this.#givenUp > 0 && ++this.#sinceRetry >= CLASSIFY_LATER_EVERY;
+    if (same && this.#unclassified === 0 && !retryGivenUp) return;
     if (same) {
-      for (const [pid, c] of this.#children) if (c.pmId === undefined && c.tries < CLASSIFY_TRIES) this.#classify(pid, c);
+      if (retryGivenUp) this.#sinceRetry = 0;
+      for (const [pid, c] of this.#children) if (c.pmId === undefined && (retryGivenUp || c.tries < CLASSIFY_TRIES)) this.#classify(pid, c);
     } else {
       this.#lastList = Buffer.from(list);
       this.#update(this.#lastList);
@@ -157,9 +173,11 @@ class DaemonChildren implements Newcomers {
   #rebuild(): void {
     this.#newest.clear();
     this.#unclassified = 0;
+    this.#givenUp = 0;
     for (const [pid, c] of this.#children) {
       if (c.pmId === undefined) {
         if (c.tries < CLASSIFY_TRIES) this.#unclassified++;
+        else this.#givenUp++;
         continue;
       }
       const n = this.#newest.get(c.pmId);

@@ -25,6 +25,8 @@ export interface ProcessInfo {
   clusterMode: boolean;
   isModule: boolean;
   waitReady: boolean;
+  /** Its app has `max_memory_restart`: PM2's daemon may reload it by itself (reload-window.ts). */
+  memoryRestart: boolean;
   /** Epoch ms when this process (its current generation) came online. */
   onlineSince: number;
   /** Epoch ms from which it may receive log packets; Infinity while it must not. */
@@ -316,6 +318,7 @@ export class Registry {
       p.status = status;
       p.clusterMode = env.exec_mode === 'cluster_mode';
       p.waitReady = env.wait_ready === true || env.wait_ready === 'true';
+      p.memoryRestart = memoryRestartOf(env);
       if (pid !== 0) p.pid = pid;
       const logs = pm2LogsOf(env);
       if (logs.length > 0) p.pm2Logs = logs;
@@ -343,6 +346,12 @@ export class Registry {
 }
 
 /** A process first seen, from its pm2_env: not ready until PM2 says it is online. */
+/** PM2 keeps `max_memory_restart` in bytes; absent (or unset, 0) when the app has none. */
+function memoryRestartOf(env: Pm2Env): boolean {
+  const v = env.max_memory_restart;
+  return v !== undefined && v !== null && v !== 0 && v !== '0' && v !== '';
+}
+
 function processOf(env: Pm2Env, pmId: number, app: AppInfo, instance: number | undefined, status: string, pid: number): ProcessInfo {
   return {
     pmId,
@@ -354,6 +363,7 @@ function processOf(env: Pm2Env, pmId: number, app: AppInfo, instance: number | u
     clusterMode: env.exec_mode === 'cluster_mode',
     isModule: env.pmx_module === true || env.pmx_module === 'true',
     waitReady: env.wait_ready === true || env.wait_ready === 'true',
+    memoryRestart: memoryRestartOf(env),
     onlineSince: 0,
     readyAt: Infinity,
     startedAt: toNumber(env.pm_uptime) ?? 0,

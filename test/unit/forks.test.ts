@@ -77,6 +77,26 @@ describe('daemonChildren', () => {
     expect(watch.after(3, 100)).toBe(300);
   });
 
+  it('settled(): false while a child is not told apart, also after the quick retries, until it is', () => {
+    const p = fakeProc();
+    root = p.root;
+    p.child(100, 5000, cluster(3));
+    p.setChildren([100]);
+    const watch = daemonChildren(1, root);
+    watch.after(3, 100);
+    expect(watch.settled()).toBe(true);
+    // A new child still in exec (the daemon's own environment), read more often than the quick retries.
+    p.child(300, 7000, ['PATH=/bin']);
+    p.setChildren([100, 300]);
+    for (let i = 0; i < 30; i++) watch.after(3, 100);
+    expect(watch.settled()).toBe(false);
+    // Once it can be read, a later retry tells it apart.
+    p.child(300, 7000, cluster(4));
+    for (let i = 0; i < 300 && !watch.settled(); i++) watch.after(3, 100);
+    expect(watch.settled()).toBe(true);
+    expect(watch.after(4, 300)).toBeUndefined();
+  });
+
   it('reports nothing where the children file does not exist', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'pm2si-newcomers-'));
     expect(daemonChildren(1, root).after(1, 100)).toBeUndefined();

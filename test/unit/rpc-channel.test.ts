@@ -173,6 +173,32 @@ describe('rpc-channel: the relay\'s own connection to the daemon', () => {
     expect(d.calls).toHaveLength(2);
   });
 
+  it('with a probe policy: the probe only where it asks; a send it clears says "not swapped", one it cannot clear is followed by a probe', async () => {
+    const d = fakeDaemon((call, reply) => reply({ args: [{ success: true, data: call.args[0] }] }));
+    await d.listen();
+    const asked: number[] = [];
+    let need = true;
+    let alone = true;
+    const policy = { needed: (pmId: number) => (asked.push(pmId), need), written: () => alone };
+    const ch = (await openRpcChannel(d.file, { probe: policy }))!;
+    cleanup.push(() => ch.close(), d.close);
+    // Asked for: in the same write, as always.
+    d.parked.add('_old_2');
+    expect(await sendAll(ch, [1, 2])).toEqual(['ok false', 'ok true']);
+    expect(d.probes).toEqual(['_old_1', '_old_2']);
+    // Not asked for, and nobody else came meanwhile: no probe, the send reached the worker we knew.
+    need = false;
+    expect(await sendAll(ch, [1, 1])).toEqual(['ok false', 'ok false']);
+    expect(d.probes).toHaveLength(2);
+    // Not asked for, but someone came: a probe follows; no reload in progress clears the send,
+    // a reload in progress leaves it to timing (undefined).
+    alone = false;
+    expect(await sendAll(ch, [1, 2])).toEqual(['ok false', 'ok undefined']);
+    expect(d.probes).toEqual(['_old_1', '_old_2', '_old_1', '_old_2']);
+    expect(asked).toEqual([1, 2, 1, 1, 1, 2]);
+    expect(ch.probeStats()).toEqual({ probed: 2, unprobed: 4, followUps: 2, inDoubt: 1 });
+  });
+
   it('answers what is out with an error when the connection closes, and refuses later sends', async () => {
     const d = fakeDaemon(() => {}); // never answers
     await d.listen();

@@ -52,14 +52,15 @@ describe('parseSettings', () => {
     expect(parseSettings({ log_topics: ',,' }).problems).toHaveLength(1);
   });
 
-  it('reload_probe: on or off (pmx casts true/false), anything else reported and the default kept', () => {
+  it('reload_probe: on, always or off (pmx casts true/false), anything else reported and the default kept', () => {
     expect(parseSettings({ reload_probe: 'OFF' }).settings.reload_probe).toBe('off');
+    expect(parseSettings({ reload_probe: ' Always' }).settings.reload_probe).toBe('always');
     expect(parseSettings({ reload_probe: false }).settings.reload_probe).toBe('off');
     expect(parseSettings({ reload_probe: true }).settings.reload_probe).toBe('on');
     const { settings, problems } = parseSettings({ reload_probe: 'sometimes' });
     expect(settings.reload_probe).toBe('on');
     expect(problems[0].message).toContain('reload_probe="sometimes" (string)');
-    expect(problems[0].message).toContain('one of on, off');
+    expect(problems[0].message).toContain('one of on, always, off');
   });
 
   it('lists unknown keys and formats the effective settings', () => {

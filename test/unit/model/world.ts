@@ -217,6 +217,7 @@ export class World {
   };
 
   readonly newcomers: Newcomers = {
+    settled: () => true,
     after: (pmId, knownPid) => {
       if (!(knownPid > 0)) return undefined;
       const known = this.#children().find((p) => p.pid === knownPid);
