@@ -141,7 +141,7 @@ async function start(parts: Parts, opened: OpenedState): Promise<(held?: Record<
 function startMetrics(pmx: Pmx, parts: Parts): RateMeter {
   const meter = new RateMeter();
   registerProbes(pmx, parts.relay, meter, () => parts.client.probeStats?.());
-  registerActions(pmx, { relay: parts.relay, log, settingsLine: () => formatSettings(parts.settings), version: pkg.version });
+  registerActions(pmx, { relay: parts.relay, log, settingsLine: () => formatSettings(parts.settings), version: pkg.version, probeStats: () => parts.client.probeStats?.() });
   return meter;
 }
 

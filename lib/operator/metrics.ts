@@ -75,6 +75,8 @@ export interface ActionDeps {
   log(line: string): void;
   settingsLine(): string;
   version: string;
+  /** The reload probe's counts on the module's own RPC connection (undefined without one). */
+  probeStats?: () => ProbeStats | undefined;
 }
 
 /** `pm2 trigger pm2-scoped-intercom <action> [param]`. Every action replies, even on error. */
@@ -107,7 +109,8 @@ export function registerActions(pmx: PmxLike, deps: ActionDeps): void {
       const apps = deps.relay.status();
       deps.log(`status:\n${formatStatusTable(apps)}`);
       const memory = { ...memoryNow(), heldInMemory: deps.relay.hold.bytes };
-      return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, memory, apps };
+      const reloadProbe = deps.probeStats?.() ?? null;
+      return { version: deps.version, settings: deps.settingsLine(), counters: { ...deps.relay.counters }, reloadProbe, memory, apps };
     }),
   );
   pmx.action(

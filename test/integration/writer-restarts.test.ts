@@ -109,10 +109,16 @@ describe('writers going away lose nothing', () => {
 
   it('pm2 reload <app> (workers replaced two at a time, old ones parked as _old_<id>)', async () => {
     await startMidStream('reloaded');
+    // While only the module is connected to PM2, sends go without the reload probe (reload_probe=on).
+    const before = (await sb.trigger('status')).reloadProbe;
+    expect(before.unprobed).toBeGreaterThan(0);
     await sb.pm2(['reload', 'reloaded']);
     const r = await settleAndJudge(sb, 'reloaded');
     expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
     expect(r.senders).toBe(8);
+    // The CLI's connection opened the window before it asked for the reload: those sends were probed.
+    const after = (await sb.trigger('status')).reloadProbe;
+    expect(after.probed).toBeGreaterThan(before.probed);
     // It was caught at the fork, not at the (late) online event.
     await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
     await expectModuleUnharmed();

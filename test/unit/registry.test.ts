@@ -14,6 +14,15 @@ describe('Registry', () => {
     expect(r.process(4)!.clusterMode).toBe(false);
   });
 
+  it('knows which apps PM2 may reload by itself (max_memory_restart, in bytes), also after an event changes it', () => {
+    const r = new Registry({ readyDelay: 1000 });
+    r.applySnapshot([...cluster('api', 2, 0, { max_memory_restart: 209715200 }), ...cluster('web', 1, 2)], NOW);
+    expect(r.process(0)!.memoryRestart).toBe(true);
+    expect(r.process(2)!.memoryRestart).toBe(false);
+    r.applyEvent('online', env({ pm_id: 2, name: 'web', NODE_APP_INSTANCE: 0, max_memory_restart: 1048576 }), NOW);
+    expect(r.process(2)!.memoryRestart).toBe(true);
+  });
+
   it('takes a process that has run for longer than ready_delay as ready, a fresh one only later', () => {
     const r = new Registry({ readyDelay: 1000 });
     r.applySnapshot([env({ pm_id: 0, name: 'a', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 5000 }), env({ pm_id: 1, name: 'b', NODE_APP_INSTANCE: 0, pm_uptime: NOW - 10 })], NOW);
