@@ -20,6 +20,8 @@ export interface Liveness {
    */
   idle?(pid: number): boolean;
   forget(pid: number): void;
+  /** Whether `isAlive` can speak for a pid at all (false: it always says alive). */
+  readonly checksPids?: boolean;
 }
 
 /**
@@ -59,6 +61,7 @@ export function procLiveness(procRoot = '/proc'): Liveness {
 
 /** Liveness read from /proc/<pid>/stat (and wchan, for idle), one kept descriptor per pid and file. */
 class ProcLiveness implements Liveness {
+  readonly checksPids = true;
   readonly #root: string;
   readonly #stats = new Descriptors<number>();
   readonly #wchans = new Descriptors<number>(64);

@@ -172,7 +172,7 @@ export class Writers implements SendGate {
     const e = this.elect(appKey);
     if (!e) return;
     const before = this.#writer.get(appKey);
-    const opening = e.writer !== undefined && this.#notConfiguredYet(appKey, e.writer);
+    const opening = e.writer !== undefined && (this.#pidUnknown(e.writer) || this.#notConfiguredYet(appKey, e.writer));
     const writer = opening ? undefined : e.writer?.pmId;
     const had = this.#writer.has(appKey);
     this.#writer.set(appKey, writer);
@@ -192,6 +192,18 @@ export class Writers implements SendGate {
     if (before !== writer && (had || writer !== undefined)) this.#events.writerElected(appKey, e.writer);
     if (e.claimants.length > 1) this.#events.duplicateWriter(appKey, e.claimants);
     this.#events.changed(appKey);
+  }
+
+  /**
+   * A writer whose pid no `pm2 list` has told yet (PM2's `online` event carries none) cannot be
+   * checked before a send (liveness.ts, forks.ts): killed with `kill -9` and restarted meanwhile, its
+   * pm_id would hand the line to a process that does not run the app yet. Waited for, with a list
+   * read asked for, up to FILES_WAIT_MS after it came online (then as before).
+   */
+  #pidUnknown(p: ProcessInfo): boolean {
+    if (this.#liveness.checksPids !== true || p.pid > 0 || this.#now() - p.onlineSince >= FILES_WAIT_MS) return false;
+    this.#events.reconcileSoon(FILES_POLL_MS);
+    return true;
   }
 
   /**

@@ -233,7 +233,7 @@ describe('module: a batch through the relay (issue 12)', () => {
     const timers = new FakeTimers();
     const lines: string[] = [];
     const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l), () => timers.now);
-    const relay = new Relay({ client, settings: { ...DEFAULTS, ready_delay: 1000 } as never, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined } });
+    const relay = new Relay({ client, settings: { ...DEFAULTS, ready_delay: 1000 } as never, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined, settled: () => true }, liveness: { isAlive: () => true, forget: () => {} } });
     await relay.start();
     client.msg(1, 'web', { topic: LOG_TOPIC, data: { ch: 'pino', b: ['a', 'b', 'c'] } });
     for (let i = 0; i < 20; i++) await flush();

@@ -30,7 +30,7 @@ async function setup(over: Partial<Settings> = {}, opts: { spool?: Spool; client
   client.procs = [...cluster('web', 2, 0, { pm_uptime: 0 }), ...cluster('api', 2, 2, { pm_uptime: 0 })];
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
-  const relay = new Relay({ client, settings, reporter, spool: opts.spool, newcomers: { after: () => undefined, forked: () => undefined } });
+  const relay = new Relay({ client, settings, reporter, spool: opts.spool, newcomers: { after: () => undefined, forked: () => undefined, settled: () => true }, liveness: { isAlive: () => true, forget: () => {} } });
   await relay.start();
   const settle = async () => {
     for (let i = 0; i < 20; i++) await flush();

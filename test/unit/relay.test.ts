@@ -16,7 +16,7 @@ async function setup(
   const timers = new FakeTimers();
   const lines: string[] = [];
   const reporter = new Reporter((l) => lines.push(l), (l) => lines.push(l));
-  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined }, ...opts });
+  const relay = new Relay({ client, settings, reporter, timers, now: () => timers.now, preciseNow: () => timers.now, newcomers: { after: () => undefined, forked: () => undefined, settled: () => true }, liveness: { isAlive: () => true, forget: () => {} }, ...opts });
   await relay.start();
   lines.length = 0; // the start-up lines (each app's writer)
   return { relay, client, timers, lines, reporter, settings };

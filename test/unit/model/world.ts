@@ -208,6 +208,7 @@ export class World {
   }
 
   readonly liveness: Liveness = {
+    checksPids: true,
     isAlive: (pid) => {
       if (!(pid > 0)) return true;
       const p = this.procByPid(pid);
