@@ -839,7 +839,7 @@ function formatTargets(t) {
   const lines = [];
   for (const row of t) {
     lines.push(`Targets for ${row.label}:`);
-    for (const c of row.checks) lines.push(`  ${c.ok === null ? 'n/a ' : c.ok ? 'MET ' : 'MISS'}  ${c.what.padEnd(28)} ${c.figure}`);
+    for (const c of row.checks) lines.push(`  ${c.ok === null ? 'n/a ' : c.ok ? 'MET ' : 'MISS'}  ${c.what.padEnd(44)} ${c.figure}`);
   }
   return lines.join('\n');
 }
