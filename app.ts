@@ -26,6 +26,8 @@ import { tightenStateDir, tightenedLine } from './lib/shared/private-files';
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
 const DRAIN_MS = 1200;
+/** Then how long the answers to sends still out are waited for, so each is judged before the state is saved (PM2's kill_timeout for the module: 8 s). */
+const ANSWERS_MS = 1000;
 const RECONCILE_EVERY_MS = 30_000;
 
 const pkg = require('../package.json') as { version: string };
@@ -174,6 +176,23 @@ function startTicker(parts: Parts, meter: RateMeter): ReturnType<typeof setInter
 }
 
 /**
+ * Stop sending, then wait (at most `timeoutMs`) for PM2's answers to the sends still out, so each
+ * is judged before the held packets are taken for the next run: a refused one, or one that
+ * reached a worker a reload had just forked, goes back into the hold buffer. Not waited for, it
+ * was neither held nor judged (a chaos run lost one line so: a module restart while its writer
+ * was reloaded). Returns whether every answer came.
+ */
+async function stopSending(relay: Relay, timeoutMs: number): Promise<boolean> {
+  relay.stop();
+  const deadline = Date.now() + timeoutMs;
+  while (relay.outbox.inflight > 0) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
+/**
  * On SIGINT/SIGTERM: hand over to a bridge, deliver what can be delivered within DRAIN_MS, keep
  * what is still held for the next run, then exit.
  */
@@ -186,7 +205,8 @@ function onShutdown(parts: Parts, timer: ReturnType<typeof setInterval>, save: (
     clearInterval(timer);
     const handedOver = await handover.handOff();
     const drained = await relay.drain(DRAIN_MS);
-    relay.stop();
+    const answered = await stopSending(relay, ANSWERS_MS);
+    if (!answered) warn(`stopping with ${relay.outbox.inflight} sends PM2 has not answered within ${ANSWERS_MS} ms: their lines may be lost`);
     const held = relay.heldPackets();
     const n = Object.values(held).reduce((s, l) => s + l.length, 0);
     try {

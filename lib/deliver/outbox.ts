@@ -86,7 +86,6 @@ export class Outbox {
   readonly #clock: () => number;
   /** Set at shutdown (`stop`): nothing more is sent or taken out of the spool. */
   #stopped = false;
-
   constructor(opts: OutboxOptions) {
     this.#opts = opts;
     this.#writers = opts.writers;
@@ -106,18 +105,19 @@ export class Outbox {
     return { held: this.#hold.held(appKey), inflight: a.inflight, forwarded: a.forwarded, dropped: this.#hold.droppedOf(appKey), heldSince: a.heldSince };
   }
 
-  /**
-   * Send nothing more (at shutdown, before what is held is saved): an answer that comes later must
-   * not take packets out of memory or the spool after they were saved, nor send them.
-   */
+  /** At shutdown: send nothing more; answers to sends still out are judged (held again or counted). */
   stop(): void {
     this.#stopped = true;
     this.#targets.stop();
   }
 
+  get inflight(): number {
+    return this.#targets.inflight;
+  }
+
   /** Nothing in flight, and nothing held that has a writer to go to (a clean shutdown may go on). */
   idle(): boolean {
-    if (this.#targets.inflight > 0) return false;
+    if (this.inflight > 0) return false;
     for (const key of this.#hold.appKeys()) {
       if (this.#hold.held(key) > 0 && this.#writers.writerOf(key) !== undefined) return false;
     }
