@@ -65,7 +65,7 @@ export function fromWire(wire: WireInfo): Record<string | symbol, unknown> {
 
 type Emitter = { on(event: string, listener: () => void): unknown; removeListener(event: string, listener: () => void): unknown };
 
-/** winston's File transport, as far as the two guards below need it (its own fields, winston 3.x). */
+/** winston's File transport, as far as the guards below need it (its own fields, winston 3.x). */
 interface WinstonFileLike {
   _endStream?: (callback?: () => void) => void;
   _rotateFile?: unknown;
