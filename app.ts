@@ -14,7 +14,7 @@ import { daemonChildren, NO_NEWCOMERS, type Newcomers } from './lib/proc/forks';
 import { daemonClients, NEVER_ALONE, ReloadWindow, type DaemonClients } from './lib/proc/reload-window';
 import { createPm2Client } from './lib/pm2/pm2-client';
 import { guardSends } from './lib/deliver/send-guard';
-import { RateMeter, registerActions, registerProbes, type PmxLike } from './lib/operator/metrics';
+import { RateMeter, registerActions, registerProbes, startTicker, takeOverPmxInterval, type PmxLike } from './lib/operator/metrics';
 import { Relay } from './lib/relay';
 import { Reporter } from './lib/operator/reporter';
 import { Spool } from './lib/hold/spool';
@@ -28,7 +28,6 @@ const NAME = 'pm2-scoped-intercom';
 const DRAIN_MS = 1200;
 /** Then how long the answers to sends still out are waited for, so each is judged before the state is saved (PM2's kill_timeout for the module: 8 s). */
 const ANSWERS_MS = 1000;
-const RECONCILE_EVERY_MS = 30_000;
 
 const pkg = require('../package.json') as { version: string };
 
@@ -140,11 +139,12 @@ async function start(parts: Parts, opened: OpenedState): Promise<(held?: Record<
   return save;
 }
 
-function startMetrics(pmx: Pmx, parts: Parts): RateMeter {
+function startMetrics(pmx: Pmx, parts: Parts): { meter: RateMeter; sendMetrics: (() => void) | undefined } {
   const meter = new RateMeter();
+  const sendMetrics = takeOverPmxInterval();
   registerProbes(pmx, parts.relay, meter, () => parts.client.probeStats?.());
   registerActions(pmx, { relay: parts.relay, log, settingsLine: () => formatSettings(parts.settings), version: pkg.version, probeStats: () => parts.client.probeStats?.() });
-  return meter;
+  return { meter, sendMetrics };
 }
 
 /** The lines said once started (the compat suite and the tests match them word for word). */
@@ -158,21 +158,6 @@ function sayStarted(parts: Parts, started: number): void {
   log(safetyChecks(useProc ? 'on' : settings.proc_checks === 'off' ? 'off' : 'unreadable', readable(`/proc/${process.ppid}/task/${process.ppid}/children`)));
   if (!useProc && process.env.PM2_LOG_DATE_FORMAT === '') warn(GUARD_BLIND);
   log(spoolAtStart(parts.spool));
-}
-
-/** Every second: rates, timeouts, the report every report_interval, a reconcile every RECONCILE_EVERY_MS. */
-function startTicker(parts: Parts, meter: RateMeter): ReturnType<typeof setInterval> {
-  const { relay, reporter, settings } = parts;
-  let seconds = 0;
-  return setInterval(() => {
-    seconds++;
-    meter.sample(relay.counters, Date.now());
-    relay.tick();
-    if (seconds % settings.report_interval === 0) reporter.flush();
-    if ((seconds * 1000) % RECONCILE_EVERY_MS === 0) {
-      relay.reconcile().catch((err: Error) => warn(listFailed(err)));
-    }
-  }, 1000);
 }
 
 /**
@@ -196,13 +181,13 @@ async function stopSending(relay: Relay, timeoutMs: number): Promise<boolean> {
  * On SIGINT/SIGTERM: hand over to a bridge, deliver what can be delivered within DRAIN_MS, keep
  * what is still held for the next run, then exit.
  */
-function onShutdown(parts: Parts, timer: ReturnType<typeof setInterval>, save: (held?: Record<string, OutPacket[]>) => void, file: string): void {
+function onShutdown(parts: Parts, ticker: { stop(): void }, save: (held?: Record<string, OutPacket[]>) => void, file: string): void {
   const { client, relay, reporter, handover } = parts;
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    clearInterval(timer);
+    ticker.stop();
     const handedOver = await handover.handOff();
     const drained = await relay.drain(DRAIN_MS);
     const answered = await stopSending(relay, ANSWERS_MS);
@@ -238,10 +223,17 @@ async function main(): Promise<void> {
   const settings = readSettings(moduleConf, opened.saved);
   const parts = await connectParts(settings, opened);
   const save = await start(parts, opened);
-  const meter = startMetrics(pmx, parts);
+  const { meter, sendMetrics } = startMetrics(pmx, parts);
   sayStarted(parts, started);
-  const timer = startTicker(parts, meter);
-  onShutdown(parts, timer, save, opened.file.file);
+  const ticker = startTicker({
+    relay: parts.relay,
+    reporter: parts.reporter,
+    meter,
+    sendMetrics,
+    reportEveryMs: settings.report_interval * 1000,
+    reconcileFailed: (err) => warn(listFailed(err)),
+  });
+  onShutdown(parts, ticker, save, opened.file.file);
 }
 
 // A bug in one packet's path must not take the relay down (its restart loses what the bus

@@ -63,6 +63,80 @@ export function fromWire(wire: WireInfo): Record<string | symbol, unknown> {
   return info;
 }
 
+type Emitter = { on(event: string, listener: () => void): unknown; removeListener(event: string, listener: () => void): unknown };
+
+/** winston's File transport, as far as the guards below need it (its own fields, winston 3.x). */
+interface WinstonFileLike {
+  _endStream?: (callback?: () => void) => void;
+  _rotateFile?: unknown;
+  _opening?: boolean;
+  _rotate?: boolean;
+  _dest?: Emitter & { writableFinished?: boolean; destroyed?: boolean };
+}
+
+const isWinstonFile = (tr: TransportStream): tr is TransportStream & WinstonFileLike =>
+  typeof (tr as WinstonFileLike)._endStream === 'function' && typeof (tr as WinstonFileLike)._rotateFile === 'function';
+
+/**
+ * winston's File transport (3.x, 3.19 included) loses up to 16 KB at a size rotation after a
+ * burst: it starts the rotation from a write callback of its PassThrough, which runs inside that
+ * stream's read() when the file stream pulls records the PassThrough had to hold; the unpipe()
+ * then stops the flow mid-read and read() hands all it buffered to a 'data' event nobody listens
+ * to any more. Ending the old file a tick later lets that read go into the old file first. A
+ * batch is such a burst (docs/loggers.md, winston and size rotation).
+ */
+function rotateAfterRead(tr: TransportStream): void {
+  if (!isWinstonFile(tr) || (tr._endStream as { deferred?: true }).deferred) return;
+  const endStream = tr._endStream!;
+  const deferred = function (this: unknown, callback?: () => void): void {
+    process.nextTick(() => endStream.call(this, callback));
+  };
+  deferred.deferred = true as const;
+  tr._endStream = deferred;
+}
+
+/**
+ * A File transport still opening its file: records written now count towards `maxsize`, and past
+ * it winston swaps its stream when the file opens, ending the old one with its records and leaving
+ * the transport waiting forever for a 'drain' of the old stream (everything after lost). Records
+ * wait for its 'open' instead.
+ */
+const isOpening = (tr: TransportStream): boolean => isWinstonFile(tr) && tr._opening === true;
+
+/** The first of `events` on `e` (true), or `ms` (false). */
+function firstOf(e: Emitter, events: string[], ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (seen: boolean) => {
+      clearTimeout(timer);
+      for (const ev of events) e.removeListener(ev, fired);
+      // After the transport's own listeners for it (its 'open' re-pipes and resumes its records).
+      setImmediate(() => resolve(seen));
+    };
+    const fired = () => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    for (const ev of events) e.on(ev, fired);
+  });
+}
+
+/**
+ * End a File transport between rotations. Ended while it rotates, winston's File says 'finish'
+ * once the old file is closed, its last records still on their way to the new one (lost at
+ * process.exit); and when those last records start a rotation, the new file gets them after
+ * 'finish'. Waits for each, at most `timeoutMs` in all.
+ */
+async function endFile(tr: TransportStream & WinstonFileLike, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const left = () => Math.max(0, deadline - Date.now());
+  const rotating = () => tr._rotate === true || tr._opening === true;
+  while (rotating() && left() > 0) await firstOf(tr, ['open', 'error'], left());
+  await endStream(tr, left());
+  while (rotating() && left() > 0) {
+    if (!(await firstOf(tr, ['open', 'error'], left()))) return;
+    const dest = tr._dest;
+    if (dest && !dest.writableFinished && !dest.destroyed) await firstOf(dest, ['finish', 'close', 'error'], left());
+  }
+}
+
 export interface IntercomTransportOptions extends TransportStream.TransportStreamOptions, ChannelOptions {
   /**
    * The transports that write, on the writer only: an array, or (better) a function returning
@@ -102,10 +176,9 @@ export class IntercomTransport extends winston.Transport {
     }
     const t = opts.transports;
     this.#factory = typeof t === 'function' ? t : () => t;
-    // Batches are opt-in here (`batch: 'auto'`): a batch hands the writer's File transport hundreds
-    // of records at once, and winston's File transport with `maxsize` can stop writing when it
-    // rotates while its stream is full (winston PR #1318, issue #2354): seen once in three CI runs.
-    this.channel = openChannel<WireInfo>((wire) => this.#write(fromWire(wire)), { ...opts, batch: opts.batch ?? false, channel: opts.channel ?? 'winston' });
+    // Batches by default, as every client: the File transport's size rotation is made safe for the
+    // bursts they bring in inner() (rotateAfterRead, isOpening).
+    this.channel = openChannel<WireInfo>((wire) => this.#write(fromWire(wire)), { ...opts, channel: opts.channel ?? 'winston' });
     // A writer opens its files now, not at the first record.
     if (this.channel.isWriter) this.inner();
   }
@@ -127,6 +200,7 @@ export class IntercomTransport extends winston.Transport {
       for (const tr of list) {
         // Errors of an inner transport are this transport's errors (winston reports them).
         tr.on('error', (err: unknown) => this.emit('error', err));
+        rotateAfterRead(tr);
       }
     }
     return this.#inner;
@@ -154,13 +228,14 @@ export class IntercomTransport extends winston.Transport {
       if (t.writable === false) continue;
       const waiting = this.#backlog.get(tr);
       if (waiting) waiting.push(info);
+      else if (isOpening(tr)) this.#wait(tr, [info], 'open');
       else if (tr.write(info) === false) this.#wait(tr, []);
     }
   }
 
-  #wait(tr: TransportStream, rest: Record<string | symbol, unknown>[]): void {
+  #wait(tr: TransportStream, rest: Record<string | symbol, unknown>[], until: 'drain' | 'open' = 'drain'): void {
     this.#backlog.set(tr, rest);
-    tr.once('drain', () => this.#resume(tr));
+    tr.once(until, () => this.#resume(tr));
   }
 
   /** An inner transport drained: write what waited for it, until it asks to wait again. */
@@ -204,7 +279,8 @@ export class IntercomTransport extends winston.Transport {
         this.#ended = true;
         this.channel.close();
         const inner = this.#inner ?? [];
-        await Promise.all(inner.map((tr) => endStream(tr, opts.endTimeoutMs ?? 2000)));
+        const endMs = opts.endTimeoutMs ?? 2000;
+        await Promise.all(inner.map((tr) => (isWinstonFile(tr) ? endFile(tr, endMs) : endStream(tr, endMs))));
       })();
     }
     return this.#shutdown;

@@ -7,6 +7,7 @@ import type { Counters } from '../shared/counters';
 import type { ProbeStats } from '../pm2/rpc-channel';
 import type { Relay } from '../relay';
 import { formatStatusTable } from './status';
+import type { Timers } from '../shared/clock';
 
 export interface PmxLike {
   probe(): { metric(opts: { name: string; value: () => number | string; unit?: string }): unknown };
@@ -47,6 +48,109 @@ export class RateMeter {
     this.#lastOut = out;
     this.#lastAt = now;
   }
+}
+
+/** pmx 1.x's probe registry (its lib/Probe.js), as far as its metrics interval uses it. */
+interface PmxProbeRegistry {
+  _started: boolean;
+  _var: Record<string, { value?: unknown; agg_type?: string; historic?: unknown; type?: unknown; unit?: unknown; alert?: { serialize(): unknown; tick(value: unknown): void } }>;
+}
+
+/**
+ * pmx sends every probe's value to PM2's daemon each 990 ms from the first `probe()` on, busy or
+ * idle (an IPC message that wakes the module and the daemon). Called before `registerProbes`: where
+ * pmx is the 1.x this was read from, its interval is not started and the returned function sends
+ * the same message (and ticks the same alerts), for the module's ticker to call: every second
+ * while packets move, every few seconds while idle (docs/performance.md, Idle). Elsewhere
+ * undefined, and pmx keeps its own interval.
+ */
+export function takeOverPmxInterval(
+  load: () => unknown = () => require('pmx/lib/Probe.js'),
+  send: (msg: object) => void = (msg) => process.send?.(msg),
+): (() => void) | undefined {
+  let reg: PmxProbeRegistry;
+  try {
+    reg = load() as PmxProbeRegistry;
+  } catch {
+    return undefined;
+  }
+  if (!reg || reg._started !== false || typeof reg._var !== 'object' || reg._var === null) return undefined;
+  reg._started = true;
+  const valueOf = (v: unknown): unknown => (typeof v === 'function' ? (v as () => unknown)() : v);
+  return () => {
+    const data: Record<string, object> = {};
+    for (const [name, p] of Object.entries(reg._var)) {
+      if (p.value === undefined) continue;
+      const value = valueOf(p.value);
+      data[name] = {
+        value,
+        ...(p.agg_type && p.agg_type !== 'none' ? { agg_type: p.agg_type } : {}),
+        historic: p.historic,
+        type: p.type,
+        unit: p.unit,
+        alert: p.alert ? p.alert.serialize() : {},
+      };
+      p.alert?.tick(value);
+    }
+    send({ type: 'axm:monitor', data });
+  };
+}
+
+/** The ticker's period while packets move, are held or in flight, or a report waits. */
+export const BUSY_TICK_MS = 1000;
+/** ...and otherwise: what an idle module's wake-ups are (docs/performance.md, Idle). */
+export const IDLE_TICK_MS = 5000;
+/** A full read of PM2's process list, the safety net for bus events the module missed. */
+export const RECONCILE_EVERY_MS = 30_000;
+
+export interface TickerDeps {
+  relay: Pick<Relay, 'counters' | 'tick' | 'reconcile'> & { outbox: { idle(): boolean } };
+  reporter: { flush(): void; readonly waiting: boolean };
+  meter: RateMeter;
+  /** pmx's metrics message (takeOverPmxInterval), if the module sends it. */
+  sendMetrics: (() => void) | undefined;
+  reportEveryMs: number;
+  reconcileFailed(err: Error): void;
+  /** Node's timers by default (kept referenced: the ticker keeps the module alive, as before). */
+  timers?: Timers;
+  now?: () => number;
+}
+
+/**
+ * Rates, pmx's metrics, held-too-long checks, the report every `reportEveryMs`, a reconcile every
+ * RECONCILE_EVERY_MS: each BUSY_TICK_MS while anything moves or waits, each IDLE_TICK_MS otherwise.
+ */
+export function startTicker(d: TickerDeps): { stop(): void } {
+  const timers = d.timers ?? { setTimeout: (fn: () => void, ms: number) => setTimeout(fn, ms), clearTimeout: (h: unknown) => clearTimeout(h as NodeJS.Timeout) };
+  const now = d.now ?? Date.now;
+  const c = d.relay.counters;
+  // Due within half a busy tick counts as due: a 5 s report on 1 s ticks stays 5 s, not 6.
+  const due = (since: number, every: number, at: number) => at - since >= every - BUSY_TICK_MS / 2;
+  let lastReport = now();
+  let lastReconcile = lastReport;
+  const activity = () => c.in + c.out + c.relayed + c.dropped + c.malformed + c.sendErrors;
+  let moved = activity();
+  let timer: unknown;
+  const tick = (): void => {
+    const at = now();
+    d.meter.sample(c, at);
+    d.relay.tick();
+    d.sendMetrics?.();
+    if (due(lastReport, d.reportEveryMs, at)) {
+      lastReport = at;
+      d.reporter.flush();
+    }
+    if (due(lastReconcile, RECONCILE_EVERY_MS, at)) {
+      lastReconcile = at;
+      d.relay.reconcile().catch(d.reconcileFailed);
+    }
+    const seen = activity();
+    const busy = seen !== moved || c.held > 0 || !d.relay.outbox.idle() || d.reporter.waiting;
+    moved = seen;
+    timer = timers.setTimeout(tick, busy ? BUSY_TICK_MS : IDLE_TICK_MS);
+  };
+  timer = timers.setTimeout(tick, BUSY_TICK_MS);
+  return { stop: () => timers.clearTimeout(timer) };
 }
 
 export function registerProbes(pmx: PmxLike, relay: Relay, meter: RateMeter, probeStats: () => ProbeStats | undefined = () => undefined): void {

@@ -60,6 +60,11 @@ export class Reporter {
   }
 
   /** Say the counts gathered since the last flush, in one line; nothing if there are none. */
+  /** Counts wait for the next report. */
+  get waiting(): boolean {
+    return this.#pending.size > 0;
+  }
+
   flush(): void {
     if (this.#pending.size === 0) return;
     const parts = [...this.#pending].map(([what, n]) => `${n} ${what}`);
