@@ -163,6 +163,10 @@ export class HoldBuffer {
       this.#counters.held++;
       this.#counters.spooled++;
       if (first) this.#events.spooling?.(appKey);
+    } else if (spool.failure === undefined && this.#backFromSpool(appKey, app, () => !this.#shares.pastBound(app, 0))) {
+      // The spool was full while memory had room (it is refilled only below half): its oldest came
+      // back, and the new one goes behind them, to the spool or, with none left there, to memory.
+      return this.push(appKey, packet);
     } else if (spool.failure === undefined || spool.has(appKey)) {
       // Both bounds passed, or the disk failed with older packets still in the spool: the newest
       // is dropped (order is kept, and what led to the storm).
@@ -203,10 +207,17 @@ export class HoldBuffer {
 
   /** Move spooled packets back into memory while there is room (and always when none is left). */
   refill(appKey: string): void {
-    const spool = this.#spool;
     const app = this.#apps.get(appKey);
-    if (!spool || !app || !spool.has(appKey)) return;
-    while (spool.has(appKey) && app.size < REFILL_BELOW && (this.#shares.underHalf || app.size === 0)) {
+    if (app !== undefined) this.#backFromSpool(appKey, app, () => app.size < REFILL_BELOW && (this.#shares.underHalf || app.size === 0));
+  }
+
+  /** Spooled packets of an app back into memory, oldest first, while `more` says so; false: none moved. */
+  #backFromSpool(appKey: string, app: AppHold, more: () => boolean): boolean {
+    const spool = this.#spool;
+    if (!spool || !spool.has(appKey)) return false;
+    let moved = false;
+    while (spool.has(appKey) && more()) {
+      moved = true;
       const packets = spool.take(appKey);
       this.#counters.spooled -= packets.length;
       for (const p of packets) {
@@ -221,6 +232,7 @@ export class HoldBuffer {
         this.#counters.dropped += lost;
       }
     }
+    return moved;
   }
 
   /** Packets held at the last shutdown, older than anything spooled or new: to the front, bounds aside. */

@@ -271,10 +271,9 @@ export class Harness {
     const { relay, spool } = this.run;
     const c = relay.counters;
     if (c.dropped > this.#dropped) {
-      // Dropped only past both bounds: memory full, and the spool full (or none).
-      // Known (finding 9): with the app's packets in the spool, memory is refilled from it only
-      // below half of buffer_mb, so the spool fills (and drops) with memory half full.
-      const memoryFull = relay.hold.bytes > (this.known ? MB : MB / 2) - 2 * BIG_BYTES;
+      // Dropped only past both bounds: memory full, and the spool full (or none). (Finding 9,
+      // fixed: the spool filled, and dropped, with memory only half full.)
+      const memoryFull = relay.hold.bytes > MB - 2 * BIG_BYTES;
       const spoolFull = !spool || spool.failure !== undefined || spool.bytes > this.config.spoolMb * MB - 2 * BIG_BYTES;
       if (!memoryFull || !spoolFull) throw new Violation(`${c.dropped - this.#dropped} dropped below the bounds (memory ${relay.hold.bytes} bytes, spool ${spool?.bytes ?? 'none'})`);
     }
