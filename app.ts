@@ -181,7 +181,7 @@ async function stopSending(relay: Relay, timeoutMs: number): Promise<boolean> {
  * On SIGINT/SIGTERM: hand over to a bridge, deliver what can be delivered within DRAIN_MS, keep
  * what is still held for the next run, then exit.
  */
-function onShutdown(parts: Parts, ticker: { stop(): void }, save: (held?: Record<string, OutPacket[]>) => void, file: string): void {
+function onShutdown(parts: Parts, ticker: { stop(): void }, save: (held?: Record<string, OutPacket[]>) => void, file: string): (signal: string) => Promise<void> {
   const { client, relay, reporter, handover } = parts;
   let stopping = false;
   const shutdown = async (signal: string): Promise<void> => {
@@ -209,10 +209,36 @@ function onShutdown(parts: Parts, ticker: { stop(): void }, save: (held?: Record
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  return shutdown;
+}
+
+/**
+ * A stop asked for while the module starts (`pm2 set` twice in a row, an upgrade under load) waits
+ * until it has started: stopped half-way by Node's default handler, it kept neither what it had
+ * restored nor what the bridge had handed it, and no bridge listened until the next start (a
+ * chaos run lost about 450 lines per sender so).
+ */
+function deferSignals(): { take(): string | undefined } {
+  let pending: string | undefined;
+  const early = (signal: string) => () => {
+    pending ??= signal;
+  };
+  const onInt = early('SIGINT');
+  const onTerm = early('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return {
+    take: () => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      return pending;
+    },
+  };
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
+  const signals = deferSignals();
   const pmx = require('pmx') as Pmx;
   const conf = pmx.initModule({ widget: { type: 'generic', logo: '', theme: ['#111111', '#1B2228', '#31C2F1', '#807C7C'] } });
   const moduleConf = conf.module_conf ?? {};
@@ -233,7 +259,9 @@ async function main(): Promise<void> {
     reportEveryMs: settings.report_interval * 1000,
     reconcileFailed: (err) => warn(listFailed(err)),
   });
-  onShutdown(parts, ticker, save, opened.file.file);
+  const shutdown = onShutdown(parts, ticker, save, opened.file.file);
+  const pending = signals.take();
+  if (pending !== undefined) await shutdown(pending);
 }
 
 // A bug in one packet's path must not take the relay down (its restart loses what the bus

@@ -213,26 +213,7 @@ export class HoldBuffer {
 
   /** Spooled packets of an app back into memory, oldest first, while `more` says so; false: none moved. */
   #backFromSpool(appKey: string, app: AppHold, more: () => boolean): boolean {
-    const spool = this.#spool;
-    if (!spool || !spool.has(appKey)) return false;
-    let moved = false;
-    while (spool.has(appKey) && more()) {
-      moved = true;
-      const packets = spool.take(appKey);
-      this.#counters.spooled -= packets.length;
-      for (const p of packets) {
-        app.enqueue(p);
-        this.#shares.change(app, sizeUp(p));
-      }
-      // What could not be read back is gone: held no more.
-      const lost = this.#counters.spooled - spool.count;
-      if (lost > 0) {
-        this.#counters.spooled -= lost;
-        this.#counters.held -= lost;
-        this.#counters.dropped += lost;
-      }
-    }
-    return moved;
+    return this.#spool !== undefined && backFromSpool(this.#spool, appKey, app, this.#shares, this.#counters, more);
   }
 
   /** Packets held at the last shutdown, older than anything spooled or new: to the front, bounds aside. */
@@ -359,4 +340,26 @@ export class HoldBuffer {
     app.dropped += n;
     this.#events.overflow(appKey, n, why);
   }
+}
+
+/** HoldBuffer#backFromSpool: what it moves is counted held, no longer spooled; what cannot be read back is dropped. */
+function backFromSpool(spool: Spool, appKey: string, app: AppHold, shares: MemoryShares, counters: Counters, more: () => boolean): boolean {
+  let moved = false;
+  while (spool.has(appKey) && more()) {
+    moved = true;
+    const packets = spool.take(appKey);
+    counters.spooled -= packets.length;
+    for (const p of packets) {
+      app.enqueue(p);
+      shares.change(app, sizeUp(p));
+    }
+    // What could not be read back is gone: held no more.
+    const lost = counters.spooled - spool.count;
+    if (lost > 0) {
+      counters.spooled -= lost;
+      counters.held -= lost;
+      counters.dropped += lost;
+    }
+  }
+  return moved;
 }
