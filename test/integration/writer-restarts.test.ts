@@ -177,11 +177,20 @@ describe('writers going away lose nothing', () => {
   it('pm2 set (the module restarts): the handover bridge loses nothing while it is down', async () => {
     await startMidStream('settings');
     await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '48']);
-    await waitFor(() => /buffer_mb=48/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
+    await waitFor(() => /relaying .*buffer_mb=48/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
     const r = await settleAndJudge(sb, 'settings');
     console.log(`module restart during logging at ${4 * RATE} lines/s: ${r.missing} lines lost`);
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(sb.moduleLog()).toMatch(/relayed \d+ packets the handover bridge received while the module restarted \(handed over\)/);
+  });
+
+  it('pm2 set twice in a row: the second stops the module while it is still starting', async () => {
+    await startMidStream('settings-twice');
+    await sb.pm2(['set', 'pm2-scoped-intercom:report_interval', '7']);
+    await sb.pm2(['set', 'pm2-scoped-intercom:report_interval', '6']);
+    await waitFor(() => /relaying .*report_interval=6/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with the second setting' });
+    const r = await settleAndJudge(sb, 'settings-twice');
+    expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
   });
 
   it('pm2 delete <app> while it holds packets: they are dropped with one line', async () => {
