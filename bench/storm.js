@@ -24,6 +24,7 @@ const { rssBytes } = require('./lib/proc');
 
 const MB = 1024 * 1024;
 const PROBE = path.join(__dirname, 'lib', 'daemon-probe.js');
+const MODULE_PROBE = path.join(__dirname, 'lib', 'module-probe.js');
 const COUNTER = path.join(__dirname, 'fixtures', 'bus-counter.js');
 const READERS = ['none', 'bare', 'module'];
 
@@ -186,7 +187,13 @@ function perSecond(probe, kernel, t0) {
 async function runStormRow(o, reader) {
   const sb = Pm2Sandbox.create(`pm2si-bench-storm-${reader}-`);
   const probeFile = path.join(sb.dir, 'daemon-probe.jsonl');
-  sb.extraEnv = { ...sb.extraEnv, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${PROBE}`.trim(), PM2SI_DAEMON_PROBE: probeFile };
+  const moduleProbeFile = path.join(sb.dir, 'module-probe.jsonl');
+  sb.extraEnv = {
+    ...sb.extraEnv,
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${PROBE} --require ${MODULE_PROBE}`.trim(),
+    PM2SI_DAEMON_PROBE: probeFile,
+    PM2SI_MODULE_PROBE: moduleProbeFile,
+  };
   const destroy = o.register(async () => sb.destroy());
   let counter;
   const stopCounter = o.register(async () => {
@@ -286,6 +293,17 @@ async function runStormRow(o, reader) {
     const r = reader === 'module' ? judge({ apps: [{ tag: 'storm', file }], reportDir: reportDirOf(sb.work) }).storm : undefined;
     const modAfter = reader === 'module' ? await sb.moduleProc() : undefined;
     const bus = busFigures(probe, kernel, t0, endedAt);
+    const mp = reader === 'module' ? readProbe(moduleProbeFile).filter((m) => m.t >= t0 && m.t <= endedAt + 1000) : [];
+    const moduleLoop = mp.length > 0
+      ? {
+          loopMaxMs: Math.max(...mp.map((m) => m.loopMaxMs)),
+          secondsHeldOver100ms: mp.filter((m) => m.loopMaxMs > 100).length,
+          gcMs: mp.reduce((x, m) => x + m.gcMs, 0),
+          gcMaxMs: Math.max(...mp.map((m) => m.gcMaxMs)),
+          gcMajor: mp.reduce((x, m) => x + m.gcMajor, 0),
+          cpuMs: mp.reduce((x, m) => x + m.cpuMs, 0),
+        }
+      : undefined;
     return {
       reader,
       sent: total,
@@ -317,10 +335,12 @@ async function runStormRow(o, reader) {
       },
       kernelQueuedPeak: kernel.length > 0 ? Math.max(...kernel.map((k) => k.queued)) : undefined,
       bus,
+      moduleLoop,
       seconds: (endedAt - t0) / 1000,
       drainSeconds: (drainedAt - t0) / 1000,
       moduleRestarted: modAfter ? modAfter.pm2_env.restart_time !== mod.pm2_env.restart_time : false,
       probeRows: probe.length,
+      moduleSeries: reader === 'module' ? readProbe(moduleProbeFile).map((m) => ({ ...m, t: Math.round((m.t - t0) / 100) / 10 })) : undefined,
       // The daemon second by second (t: seconds from the start of the storm), for docs and plots.
       series: perSecond(probe, kernel, t0),
     };
@@ -369,6 +389,13 @@ function formatStorm(s, instances, lines, afterSeconds) {
         `    sent ${n(r.sent)}, written ${n(r.written)}, lost ${r.lost}, duplicated ${r.duplicated}, dropped (module's count) ${r.dropped}; spool at peak ${f(r.spooledPeakBytes)} MB; drained ${r.drainSeconds.toFixed(1)} s after the start` +
           (r.moduleRestarted ? '; WARNING: the module restarted' : ''),
       );
+      const l = r.moduleLoop;
+      if (l) {
+        out.push(
+          `    module's event loop (bench/lib/module-probe.js): held at most ${l.loopMaxMs.toFixed(0)} ms, over 100 ms in ${l.secondsHeldOver100ms} seconds; ` +
+            `GC ${(l.gcMs / 1000).toFixed(1)} s in all (longest ${l.gcMaxMs.toFixed(0)} ms, ${l.gcMajor} full); CPU ${(l.cpuMs / 1000).toFixed(1)} s`,
+        );
+      }
     }
   }
   const mod = s.rows.find((r) => r.reader === 'module');

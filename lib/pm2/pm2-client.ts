@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { SendFn } from '../shared/packet';
 import { openRpcChannel, type RpcChannel } from './rpc-channel';
+import { BusFrames } from './bus-frames';
 import type { Pm2Env } from '../table/registry';
 
 export interface BusHandlers {
@@ -46,14 +47,56 @@ interface Pm2Api {
   connect(cb: (err: Error | null) => void): void;
   disconnect(cb?: () => void): void;
   list(cb: (err: Error | null, list: { pm2_env?: Pm2Env; pid?: number }[]) => void): void;
-  launchBus(
-    cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }, sock?: { set?(name: string, value: unknown): unknown }) => void,
-  ): void;
+  launchBus(cb: (err: Error | null, bus: { on(event: string, fn: (packet: unknown) => void): void }, sock?: BusSocket) => void): void;
   Client: {
     executeRemote(method: string, packet: unknown, cb: (err: Error | null, res?: unknown) => void): void;
     /** Where the daemon's RPC socket is (PM2 5.4, 6.0, 7.0: `$PM2_HOME/rpc.sock`). */
     rpc_socket_file?: unknown;
   };
+}
+
+/** The parts of pm2-axon's sub socket (what `launchBus` connects) that the bus reader takes over. */
+interface BusSocket {
+  set?(name: string, value: unknown): unknown;
+  /** Its connections (one), each piped into amp's parser. */
+  socks?: unknown[];
+  /** Called by axon with each new connection, at the first connect and at every reconnect. */
+  addSocket?(sock: unknown): void;
+}
+
+interface Connection {
+  unpipe(): unknown;
+  on(event: 'data', fn: (chunk: Buffer) => void): unknown;
+  resume(): unknown;
+}
+
+function isConnection(c: unknown): c is Connection {
+  const s = c as Partial<Connection> | null;
+  return s !== null && typeof s === 'object' && typeof s.unpipe === 'function' && typeof s.on === 'function' && typeof s.resume === 'function';
+}
+
+/**
+ * Read the bus's connections with `BusFrames` instead of PM2's parser (bus-frames.ts says why):
+ * the current connection, and each one axon makes when it reconnects. Done in the tick the bus
+ * connected, before any byte was read, so no frame is half in PM2's parser. false (nothing
+ * changed): the socket is not shaped as pm2-axon's, and PM2's client keeps reading.
+ */
+export function readBusFrames(sock: BusSocket | undefined, handlers: ReadonlyMap<string, (packet: unknown) => void>): boolean {
+  const add = sock?.addSocket;
+  const socks = sock?.socks;
+  if (sock === undefined || typeof add !== 'function' || !Array.isArray(socks) || socks.length !== 1 || !isConnection(socks[0])) return false;
+  const takeOver = (c: Connection): void => {
+    c.unpipe();
+    const frames = new BusFrames(handlers);
+    c.on('data', (chunk) => frames.push(chunk));
+    c.resume();
+  };
+  sock.addSocket = function addSocket(this: BusSocket, c: unknown): void {
+    add.call(this, c);
+    if (isConnection(c)) takeOver(c);
+  };
+  takeOver(socks[0]);
+  return true;
 }
 
 export interface LoadedPm2 {
@@ -162,11 +205,14 @@ export interface Pm2ClientOptions {
    * itself, backing off from 100 ms to 5 s). Set: every this many ms. @default axon's
    */
   busRetryMs?: number;
+  /** Read the bus with `BusFrames` (bus-frames.ts) rather than PM2's parser. @default true (PM2SI_OWN_BUS=0 turns it off) */
+  ownBus?: boolean;
 }
 
 export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
   const { api } = loaded;
   const probe = opts.reloadProbe !== false;
+  const ownBus = opts.ownBus ?? process.env.PM2SI_OWN_BUS !== '0';
   const openChannel =
     opts.openChannel !== undefined ? opts.openChannel : process.env.PM2SI_OWN_RPC === '0' ? null : (address: string) => openRpcChannel(address, { probe });
   let channel: RpcChannel | undefined;
@@ -196,9 +242,12 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
             sock.set('retry timeout', opts.busRetryMs);
             sock.set('retry max timeout', opts.busRetryMs);
           }
-          bus.on('process:msg', handlers.message);
-          bus.on('process:event', normalizeEvents(handlers.event));
-          if (handlers.pm2Log) bus.on('log:PM2', handlers.pm2Log);
+          const listeners = new Map<string, (packet: unknown) => void>([
+            ['process:msg', handlers.message],
+            ['process:event', normalizeEvents(handlers.event)],
+          ]);
+          if (handlers.pm2Log) listeners.set('log:PM2', handlers.pm2Log);
+          if (!(ownBus && readBusFrames(sock, listeners))) for (const [name, fn] of listeners) bus.on(name, fn);
           resolve();
         });
       }),
