@@ -12,7 +12,7 @@
  *   (c)  PM2 without the module: log4js disableClustering + stdout appender, merge_logs out_file
  *   (p), (w), (l)  PM2 + this module, the client's batched path: pino through
  *        pm2-scoped-intercom/pino, winston through /winston, log4js through the /log4js appender
- *   (storm) an error storm: N instances x 250,000 lines in one loop each (bench/storm.js), three
+ *   (storm) an error storm: N instances x 250,000 lines as fast as they can (bench/storm.js), three
  *        times in one run, each in a fresh PM2: nobody on PM2's bus, a bare bus listener that only
  *        counts, the module at its defaults. Lines lost, peak RSS of module and daemon, the
  *        daemon's heap, external memory and bus backlog, its RSS a while after, spool bytes, drain
