@@ -12,13 +12,19 @@
  *   (c)  PM2 without the module: log4js disableClustering + stdout appender, merge_logs out_file
  *   (p), (w), (l)  PM2 + this module, the client's batched path: pino through
  *        pm2-scoped-intercom/pino, winston through /winston, log4js through the /log4js appender
- *   (storm) an error storm: N instances x 50,000 lines in one loop each, module at its defaults
- *        (bench/storm.js): lines lost, peak RSS of module and daemon, spool bytes, drain time
+ *   (storm) an error storm: N instances x 250,000 lines as fast as they can (bench/storm.js), three
+ *        times in one run, each in a fresh PM2: nobody on PM2's bus, a bare bus listener that only
+ *        counts, the module at its defaults. Lines lost, peak RSS of module and daemon, the
+ *        daemon's heap, external memory and bus backlog, its RSS a while after, spool bytes, drain
+ *        time, and the daemon's peak growth with the module against the bare listener
  *
  * Options (or env): --lines K (BENCH_LINES, default 20000 per instance), --instances N
  * (BENCH_INSTANCES, 4), --reps R (BENCH_REPS, 3), --rate L (BENCH_RATE, total lines/s of the
  * latency test, 5000), --latency-seconds S (BENCH_LATENCY_SECONDS, 3), --rows a,b,b2,bg,bn,m,c,p,w,l
- * (BENCH_ROWS; b2 is b'), --inflight M (BENCH_INFLIGHT, 16: max_inflight of b').
+ * (BENCH_ROWS; b2 is b'), --inflight M (BENCH_INFLIGHT, 16: max_inflight of b'), --storm-lines K
+ * (BENCH_STORM_LINES, 250000 per instance), --storm-after S (BENCH_STORM_AFTER, 60: how long the
+ * daemon is watched after the storm), --storm-readers none,bare,module (BENCH_STORM_READERS: which
+ * storm rows; the ratio needs bare and module).
  * See docs/performance.md for the columns.
  *
  * Only public tools: /proc/<pid>/stat and /proc/<pid>/status reads (what pidusage does), the pm2
@@ -33,7 +39,7 @@ const { Pm2Sandbox, packTarball, waitFor, ROOT, MODULE } = require('../test/supp
 const { machineCpu, cpuMicros, cpuMicrosAll, cpuDelta, rssBytes, alive, RssSampler, CLK_TCK } = require('./lib/proc');
 const { Tail, now } = require('./lib/tail');
 const { readReports, judgeRun } = require('./lib/judge');
-const { runStorm, formatStorm } = require('./storm');
+const { runStorm, formatStorm, READERS } = require('./storm');
 
 const APP = path.join(__dirname, 'fixtures', 'bench-app.js');
 const NATIVE = path.join(__dirname, 'fixtures', 'native-primary.js');
@@ -71,8 +77,19 @@ const OPTS = {
     .map((r) => r.trim().replace("b'", 'b2'))
     .filter(Boolean),
   inflight: positiveInt(option('inflight', 'BENCH_INFLIGHT', '16'), '--inflight'),
-  stormLines: positiveInt(option('storm-lines', 'BENCH_STORM_LINES', '50000'), '--storm-lines'),
+  stormLines: positiveInt(option('storm-lines', 'BENCH_STORM_LINES', '250000'), '--storm-lines'),
+  stormAfter: positiveInt(option('storm-after', 'BENCH_STORM_AFTER', '60'), '--storm-after'),
+  stormReaders: String(option('storm-readers', 'BENCH_STORM_READERS', READERS.join(',')))
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean),
 };
+for (const r of OPTS.stormReaders) {
+  if (!READERS.includes(r)) {
+    console.error(`bench: unknown storm reader ${r} (${READERS.join(', ')})`);
+    process.exit(2);
+  }
+}
 const WARMUP_LINES = Math.min(OPTS.lines, 5000);
 /** The rows that run the module in its private PM2 (the throughput rows b.., the client rows p, w, l). */
 const MODULE_ROWS = ['b', 'b2', 'bg', 'bn', 'p', 'w', 'l'];
@@ -904,7 +921,7 @@ async function main() {
       const packDir = path.dirname(tarball);
       register(async () => removeDir(packDir));
     }
-    storm = await runStorm({ tarball, instances: OPTS.instances, lines: OPTS.stormLines, say, register });
+    storm = await runStorm({ tarball, instances: OPTS.instances, lines: OPTS.stormLines, afterSeconds: OPTS.stormAfter, readers: OPTS.stormReaders, say, register });
   }
   const load1 = os.loadavg();
   const t = targets(rows);
@@ -949,7 +966,7 @@ async function main() {
   out.push(`other load on the machine during each row (CPU not used by the bench's processes, share of all cores): ${rows.map((r) => `${r.key.replace('b2', "b'")} ${(100 * r.summary.otherLoad).toFixed(0)}%`).join(', ')}`);
   if (storm) {
     out.push('');
-    out.push(formatStorm(storm, OPTS.instances, OPTS.stormLines));
+    out.push(formatStorm(storm, OPTS.instances, OPTS.stormLines, OPTS.stormAfter));
   }
   out.push('');
   out.push(formatTargets(t));
