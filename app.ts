@@ -22,6 +22,7 @@ import { openState, type OpenedState } from './lib/restart/state';
 import type { Settings } from './lib/operator/settings';
 import type { Pm2Client } from './lib/pm2/pm2-client';
 import { tightenStateDir, tightenedLine } from './lib/shared/private-files';
+import { pollUntil } from './lib/shared/clock';
 
 const NAME = 'pm2-scoped-intercom';
 /** How long a shutdown delivers what it can, after the handover (all under PM2's kill_timeout). */
@@ -167,14 +168,9 @@ function sayStarted(parts: Parts, started: number): void {
  * was neither held nor judged (a chaos run lost one line so: a module restart while its writer
  * was reloaded). Returns whether every answer came.
  */
-async function stopSending(relay: Relay, timeoutMs: number): Promise<boolean> {
+function stopSending(relay: Relay, timeoutMs: number): Promise<boolean> {
   relay.stop();
-  const deadline = Date.now() + timeoutMs;
-  while (relay.outbox.inflight > 0) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
+  return pollUntil(() => relay.outbox.inflight === 0, timeoutMs, 5);
 }
 
 /**

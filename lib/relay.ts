@@ -6,7 +6,7 @@
  * writer table (elect again); what the units announce comes back here and is said
  * (operator/announcements.ts). Talks to PM2 only through the `Pm2Client` interface.
  */
-import { realTimers, type Timers } from './shared/clock';
+import { pollUntil, realTimers, type Timers } from './shared/clock';
 import { BatchWatch } from './intake/client-batches';
 import type { Settings } from './operator/settings';
 import { procLiveness, type Liveness } from './proc/liveness';
@@ -233,14 +233,10 @@ export class Relay {
   }
 
   /** Wait until nothing deliverable is left (for a clean shutdown), at most `timeoutMs`. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    const deadline = this.#now() + timeoutMs;
-    for (;;) {
-      if (this.outbox.idle()) return true;
-      if (this.#now() >= deadline) return false;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+  drain(timeoutMs: number): Promise<boolean> {
+    return pollUntil(() => this.outbox.idle(), timeoutMs, 10, this.#now);
   }
+
 
   /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk). */
   heldPackets(): Record<string, OutPacket[]> {

@@ -170,6 +170,12 @@ export interface Pm2ClientOptions {
   busRetryMs?: number;
 }
 
+/** The daemon's RPC socket path as PM2's client knows it (PM2 5.4, 6.0, 7.0: `$PM2_HOME/rpc.sock`). */
+function rpcSocketOf(api: Pm2Api): string | undefined {
+  const address = api.Client.rpc_socket_file;
+  return typeof address === 'string' && address !== '' ? address : undefined;
+}
+
 export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOptions = {}): Pm2Client {
   const { api } = loaded;
   const probe = opts.reloadProbe ?? true;
@@ -184,8 +190,8 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
         api.connect((err) => (err ? reject(err) : resolve()));
       });
       // The same socket PM2's client uses; without one we know, PM2's client sends.
-      const address = api.Client.rpc_socket_file;
-      if (openChannel && typeof address === 'string' && address !== '') channel = await openChannel(address);
+      const address = rpcSocketOf(api);
+      if (openChannel && address !== undefined) channel = await openChannel(address);
     },
     list: () =>
       new Promise((resolve, reject) => {
@@ -215,10 +221,7 @@ export function createPm2Client(loaded: LoadedPm2 = loadPm2(), opts: Pm2ClientOp
       else api.Client.executeRemote('sendDataToProcessId', { id: pmId, topic, data }, (err: Error | null) => done(err));
     },
     sendsThrough: () => (channel !== undefined && channel.open ? 'own connection' : 'PM2 client'),
-    rpcSocket: () => {
-      const address = api.Client.rpc_socket_file;
-      return typeof address === 'string' && address !== '' ? address : undefined;
-    },
+    rpcSocket: () => rpcSocketOf(api),
     ownRpcConnections: () => 1 + (channel !== undefined && channel.open ? 1 : 0),
     probeStats: () => channel?.probeStats(),
     close: () =>

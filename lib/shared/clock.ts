@@ -52,3 +52,13 @@ export const realTimers: Timers = {
   },
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
+
+/** Resolves true once `done()` holds (looked at every `everyMs`), false if `timeoutMs` passes first. */
+export async function pollUntil(done: () => boolean, timeoutMs: number, everyMs: number, now: () => number = Date.now): Promise<boolean> {
+  const deadline = now() + timeoutMs;
+  while (!done()) {
+    if (now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return true;
+}

@@ -44,7 +44,7 @@ describe('procLiveness', () => {
 
   it('idle: a real child waiting in its event loop is idle; one busy in JS or stopped is not', async () => {
     const live = procLiveness();
-    const waiting = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    const waiting = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e8)'], { stdio: 'ignore' });
     const busy = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
     try {
       await Promise.all([waiting, busy].map((c) => new Promise((r) => c.once('spawn', r))));
