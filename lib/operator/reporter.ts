@@ -6,7 +6,6 @@
 import { formatAppKey } from '../table/registry';
 import type { LogFn } from '../shared/system';
 
-
 export class Reporter {
   readonly #log: LogFn;
   readonly #warn: LogFn;
@@ -59,12 +58,12 @@ export class Reporter {
     this.#pending.set(what, (this.#pending.get(what) ?? 0) + n);
   }
 
-  /** Say the counts gathered since the last flush, in one line; nothing if there are none. */
   /** Counts wait for the next report. */
   get waiting(): boolean {
     return this.#pending.size > 0;
   }
 
+  /** Say the counts gathered since the last flush, in one line; nothing if there are none. */
   flush(): void {
     if (this.#pending.size === 0) return;
     const parts = [...this.#pending].map(([what, n]) => `${n} ${what}`);
