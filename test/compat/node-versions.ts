@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
 import { emptyProcWorks, MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, waitCaughtAtFork, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
@@ -174,7 +174,7 @@ export function nodeVersionSuites(version: string): void {
       const r = await settleAndJudge(sb, 'reloaded');
       expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
       expect(r.senders).toBe(8);
-      await waitFor(() => /sends stopped before they went out: pm_id \d+ is a new process/.test(sb.moduleLog()), { timeoutMs: 15000, what: 'the reload to be seen at the fork' });
+      await waitCaughtAtFork(sb);
       await expectModuleUnharmed();
       await sb.pm2(['delete', 'reloaded']);
     });

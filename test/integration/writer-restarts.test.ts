@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, writerProc } from '../support/scenario.js';
+import { appProcs, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, waitCaughtAtFork, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const LINES = 2400;
@@ -119,14 +119,7 @@ describe('writers going away lose nothing', () => {
     // The CLI's connection opened the window before it asked for the reload: those sends were probed.
     const after = (await sb.trigger('status')).reloadProbe;
     expect(after.probed).toBeGreaterThan(before.probed);
-    // It was caught at the fork, not at the (late) online event: before a send, by the new child
-    // of the daemon (forks.ts), or, when a send went before that child was told apart, by the probe
-    // that went with it (sent again once the new worker listened).
-    const caught = /sends stopped before they went out: pm_id \d+ is a new process|log packets sent again: PM2 had handed them to a restarted process/;
-    await waitFor(() => caught.test(sb.moduleLog()), {
-      timeoutMs: 15000,
-      what: () => `the reload to be seen at the fork; the module said:\n${sb.moduleLog().split('\n').filter((l) => /reload|pm_id|sent again|stopped|writer/.test(l)).slice(-30).join('\n')}`,
-    });
+    await waitCaughtAtFork(sb);
     await expectModuleUnharmed();
   });
 

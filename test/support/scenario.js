@@ -94,6 +94,18 @@ function withinReloadDoubt(r, swappedWriters = 1) {
   return r.foreign === 0 && r.missing + r.duplicated <= swappedWriters;
 }
 
+/**
+ * After a `pm2 reload`: the module caught the swap at the fork, not at the (late) online event:
+ * before a send, by the new child of the daemon (forks.ts: "sends stopped ... is a new process"),
+ * or, for a send that went before that child was told apart, by the probe that went with it (sent
+ * again once the new worker listened). When neither comes, the error shows what the module said.
+ */
+async function waitCaughtAtFork(sb, timeoutMs = 15000) {
+  const caught = /sends stopped before they went out: pm_id \d+ is a new process|log packets sent again: PM2 had handed them to a restarted process/;
+  const said = () => sb.moduleLog().split('\n').filter((l) => /reload|pm_id|sent again|stopped|writer|held/.test(l)).slice(-30).join('\n');
+  await waitFor(() => caught.test(sb.moduleLog()), { timeoutMs, what: () => `the reload to be seen at the fork; the module said:\n${said()}` });
+}
+
 /** Is SIGINT pending for a (stopped) process? /proc/<pid>/status ShdPnd, bit 2. */
 function sigintPending(pid) {
   const fs = require('fs');
@@ -194,4 +206,4 @@ async function reloadWhileAnswerReadLate(sb, writer) {
   }
 }
 
-module.exports = { instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
+module.exports = { waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
