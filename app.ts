@@ -33,8 +33,9 @@ const ANSWERS_MS = 1000;
  * PM2's daemon: the module's parent, since PM2 forks its modules. bench/profile-relay.js runs the
  * module outside PM2 (PM2 cannot pass it node flags) and names the daemon here, so that the /proc
  * checks and the reload probe's window look at the daemon, as under PM2, not at the profiler.
+ * Heeded only without an IPC channel, i.e. not under PM2: a module's parent is always its daemon.
  */
-const DAEMON_PID = Number(process.env.PM2_SCOPED_INTERCOM_DAEMON_PID) || process.ppid;
+const DAEMON_PID = (process.send === undefined && Number(process.env.PM2_SCOPED_INTERCOM_DAEMON_PID)) || process.ppid;
 
 const pkg = require('../package.json') as { version: string };
 
