@@ -29,6 +29,13 @@ const NAME = 'pm2-scoped-intercom';
 const DRAIN_MS = 1200;
 /** Then how long the answers to sends still out are waited for, so each is judged before the state is saved (PM2's kill_timeout for the module: 8 s). */
 const ANSWERS_MS = 1000;
+/**
+ * PM2's daemon: the module's parent, since PM2 forks its modules. bench/profile-relay.js runs the
+ * module outside PM2 (PM2 cannot pass it node flags) and names the daemon here, so that the /proc
+ * checks and the reload probe's window look at the daemon, as under PM2, not at the profiler.
+ * Heeded only without an IPC channel, i.e. not under PM2: a module's parent is always its daemon.
+ */
+const DAEMON_PID = (process.send === undefined && Number(process.env.PM2_SCOPED_INTERCOM_DAEMON_PID)) || process.ppid;
 
 const pkg = require('../package.json') as { version: string };
 
@@ -83,7 +90,7 @@ async function connectParts(settings: Settings, opened: OpenedState): Promise<Pa
   const spool = new Spool({ dir: path.join(opened.dir, 'spool'), maxBytes: settings.spool_mb * 1048576, warn });
   spool.load();
   const useProc = settings.proc_checks === 'auto' && procReadable();
-  const newcomers = useProc ? daemonChildren() : NO_NEWCOMERS;
+  const newcomers = useProc ? daemonChildren(DAEMON_PID) : NO_NEWCOMERS;
   const late: { relay?: Relay } = {};
   // Unknown processes count as able to reload themselves: probed.
   const reloadsItself = (pmId: number): boolean => late.relay?.registry.process(pmId)?.memoryRestart ?? true;
@@ -119,7 +126,7 @@ function reloadProbe(mode: Settings['reload_probe'], useProc: boolean, client: (
   const connected = (): DaemonClients => {
     const c = client();
     const rpcSocket = c.rpcSocket?.();
-    return rpcSocket === undefined ? NEVER_ALONE : daemonClients({ daemonPid: process.ppid, rpcSocket, own: () => c.ownRpcConnections?.() ?? 0 });
+    return rpcSocket === undefined ? NEVER_ALONE : daemonClients({ daemonPid: DAEMON_PID, rpcSocket, own: () => c.ownRpcConnections?.() ?? 0 });
   };
   return new ReloadWindow({ clients: { alone: () => (clients ??= connected()).alone() }, childrenSettled: () => newcomers.settled(), reloadsItself });
 }
@@ -156,7 +163,7 @@ function sayStarted(parts: Parts, started: number): void {
       `settings: ${formatSettings(settings)}`,
   );
   // Where /proc is missing (macOS, Windows, locked-down containers) the send guard runs instead.
-  log(safetyChecks(useProc ? 'on' : settings.proc_checks === 'off' ? 'off' : 'unreadable', readable(`/proc/${process.ppid}/task/${process.ppid}/children`)));
+  log(safetyChecks(useProc ? 'on' : settings.proc_checks === 'off' ? 'off' : 'unreadable', readable(`/proc/${DAEMON_PID}/task/${DAEMON_PID}/children`)));
   if (!useProc && process.env.PM2_LOG_DATE_FORMAT === '') warn(GUARD_BLIND);
   log(spoolAtStart(parts.spool));
 }

@@ -76,7 +76,7 @@ async function main() {
     // Run as a plain process, the module has no process.send: the send guard (proc_checks=off)
     // would have no channel for its fences and relay almost nothing. `npm run bench -- --rows bg`.
     if (conf.proc_checks === 'off') throw new Error('proc_checks=off needs the module under PM2: use node bench/run.js --rows bg');
-    const env = { ...sb.env, WINDOW: String(INFLIGHT), name: MODULE, [MODULE]: JSON.stringify(conf), PM2_SCOPED_INTERCOM_STATE_DIR: path.join(sb.dir, 'state'), NODE_PATH: path.join(ROOT, 'node_modules') };
+    const env = { ...sb.env, WINDOW: String(INFLIGHT), name: MODULE, [MODULE]: JSON.stringify(conf), PM2_SCOPED_INTERCOM_STATE_DIR: path.join(sb.dir, 'state'), PM2_SCOPED_INTERCOM_DAEMON_PID: fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim(), NODE_PATH: path.join(ROOT, 'node_modules') };
     const nodeOptions = option('relay-node-options', undefined);
     if (nodeOptions) env.NODE_OPTIONS = nodeOptions;
     const args = process.argv.includes('--no-prof') ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`];

@@ -93,7 +93,7 @@ export class Outbox {
     this.#counters = opts.counters;
     this.#clock = opts.preciseNow ?? createPreciseClock();
     const pacing = { budget: opts.unreadBudget ?? 0, timers: opts.timers ?? realTimers, counters: opts.counters };
-    this.#targets = new TargetTable<AppSends>((pmId) => this.#writers.generationOf(pmId), pacing, (t, err, swapped) => this.#onDone(t, err, swapped));
+    this.#targets = new TargetTable<AppSends>((pmId) => this.#writers.generationOf(pmId), pacing, { done: (t, err, swapped) => this.#onDone(t, err, swapped), caughtUp: (t) => this.#writers.caughtUp(t.pmId), retry: (t) => t.open && this.#pumpAppsOf(t) });
     this.#hold = opts.hold;
     this.#replays = new Replays<AppSends>(opts.hold, opts.counters, opts.events.replayed);
   }
@@ -224,7 +224,7 @@ export class Outbox {
     while (t.open && t.inflight < this.#opts.maxInflight && hold.inMemory(a.key) > 0) {
       if (!this.#alive(t)) return;
       const cost = t.pacer.costOf(hold.peek(a.key) as OutPacket);
-      if (!t.pacer.roomFor(cost, () => this.#writers.caughtUp(t.pmId), () => t.open && this.#pumpAppsOf(t))) return;
+      if (!t.pacer.roomFor(cost, t.caughtUp, t.retry)) return;
       const packet = hold.take(a.key) as OutPacket;
       a.inflight++;
       a.inflightTarget = writer;
@@ -305,9 +305,9 @@ export class Outbox {
   }
 
   #accepted(t: Target<AppSends>, packet: OutPacket, app: AppSends, sentAt: number, answeredAt: number, swapped: boolean | undefined): void {
-    // Known to have gone to the process we meant if PM2 has started no new process for the pm_id
-    // by now (the swap and the fork are one step of the daemon); asked only for a slow answer.
-    const beforeAnyFork = answeredAt - sentAt > SWAP_MIN_MS && this.#writers.forkedSince(t.pmId) === false;
+    // Known to have gone to the process we meant if PM2 has started no new process for the pm_id by now (swap
+    // and fork: one step of the daemon). A /proc read: asked only for a slow answer the probe said nothing of.
+    const beforeAnyFork = swapped === undefined && answeredAt - sentAt > SWAP_MIN_MS && this.#writers.forkedSince(t.pmId) === false;
     const r = { packet, app, sentAt, answeredAt, beforeAnyFork, swapped };
     if (this.#replays.answered(t, r)) return;
     this.#counters.out++;

@@ -28,6 +28,16 @@ export interface Sent<A> {
   readonly cost: number;
 }
 
+/** What a target's own callbacks call, given the target (made once per target, not per send). */
+export interface TargetHooks<A> {
+  /** PM2 answered a send to it. */
+  done(t: Target<A>, err: Error | null, swapped?: boolean): void;
+  /** Is its process idle now, having read its pipe (pacing.ts)? */
+  caughtUp(t: Target<A>): boolean;
+  /** Its pacing wait is over: send what waited for it. */
+  retry(t: Target<A>): void;
+}
+
 export class Target<A> {
   readonly pmId: number;
   /** The generation (PM2's pm_uptime) this target stands for. */
@@ -42,16 +52,21 @@ export class Target<A> {
   #relayBytes = 0;
   readonly pacer: Pacer;
   readonly done: SendDone;
+  /** The pacer's questions (Pacer.roomFor), bound to this target once. */
+  readonly caughtUp: () => boolean;
+  readonly retry: () => void;
   /** Once detached by a new generation: its pm_uptime (what PM2 handled after it went to the new one). */
   replacedAt = Infinity;
   /** Detached while `dead`: a send counts as reaching the new generation on the probe's word only. */
   probeOnly = false;
 
-  constructor(pmId: number, startedAt: number, pacing: { budget: number; timers: Timers; counters: Counters }, done: (t: Target<A>, err: Error | null, swapped?: boolean) => void) {
+  constructor(pmId: number, startedAt: number, pacing: { budget: number; timers: Timers; counters: Counters }, hooks: TargetHooks<A>) {
     this.pmId = pmId;
     this.startedAt = startedAt;
     this.pacer = new Pacer(pacing.budget, pacing.timers, pacing.counters);
-    this.done = (err, swapped) => done(this, err, swapped);
+    this.done = (err, swapped) => hooks.done(this, err, swapped);
+    this.caughtUp = () => hooks.caughtUp(this);
+    this.retry = () => hooks.retry(this);
   }
 
   get open(): boolean {
@@ -87,12 +102,12 @@ export class TargetTable<A> {
   readonly #targets = new Map<number, Target<A>>();
   readonly #generationOf: (pmId: number) => number;
   readonly #pacing: { budget: number; timers: Timers; counters: Counters };
-  readonly #done: (t: Target<A>, err: Error | null, swapped?: boolean) => void;
+  readonly #hooks: TargetHooks<A>;
 
-  constructor(generationOf: (pmId: number) => number, pacing: { budget: number; timers: Timers; counters: Counters }, done: (t: Target<A>, err: Error | null, swapped?: boolean) => void) {
+  constructor(generationOf: (pmId: number) => number, pacing: { budget: number; timers: Timers; counters: Counters }, hooks: TargetHooks<A>) {
     this.#generationOf = generationOf;
     this.#pacing = pacing;
-    this.#done = done;
+    this.#hooks = hooks;
   }
 
   get(pmId: number): Target<A> | undefined {
@@ -102,7 +117,7 @@ export class TargetTable<A> {
   /** The target for a pm_id, made for the generation PM2 has under it now if there is none. */
   of(pmId: number): Target<A> {
     let t = this.#targets.get(pmId);
-    if (!t) this.#targets.set(pmId, (t = new Target<A>(pmId, this.#generationOf(pmId), this.#pacing, this.#done)));
+    if (!t) this.#targets.set(pmId, (t = new Target<A>(pmId, this.#generationOf(pmId), this.#pacing, this.#hooks)));
     return t;
   }
 

@@ -75,7 +75,8 @@ class ProcLiveness implements Liveness {
   isAlive(pid: number): boolean {
     if (!(pid > 0)) return true;
     try {
-      this.#stats.open(pid, `${this.#root}/${pid}/stat`);
+      // The path is built only to open it: this runs before every send.
+      if (!this.#stats.isOpen(pid)) this.#stats.open(pid, `${this.#root}/${pid}/stat`);
     } catch (err) {
       return (err as NodeJS.ErrnoException).code !== 'ENOENT';
     }

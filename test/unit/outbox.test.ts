@@ -20,18 +20,22 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
   const vacancy = new Map<number, Vacancy>();
   const calls: string[] = [];
   const idle = { now: true, asked: 0 };
+  const forks = { asked: 0 };
   const timers = new FakeTimers();
   const gate: SendGate = {
     writerOf: (key) => writer.get(key),
     generationOf: (pmId) => generation.get(pmId) ?? 0,
     vacancy: (pmId) => vacancy.get(pmId),
-    forkedSince: () => undefined,
+    forkedSince: () => {
+      forks.asked++;
+      return undefined;
+    },
     caughtUp: () => {
       idle.asked++;
       return idle.now;
     },
   };
-  const pending: { pmId: number; topic: string; data: unknown; done: (err: Error | null) => void }[] = [];
+  const pending: { pmId: number; topic: string; data: unknown; done: (err: Error | null, swapped?: boolean) => void }[] = [];
   const delivered: { pmId: number; data: unknown }[] = [];
   const counters = newCounters();
   const hold = new HoldBuffer({ bufferBytes: opts.bufferBytes ?? 1 << 20, counters, events: { overflow: (key, n, why) => calls.push(`overflow ${key} ${n} ${why}`) } });
@@ -67,12 +71,28 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
     for (let i = from; i < to; i++) outbox.pushLog(key, { topic: 'log4js:message', data: `${key}-${i}` } as OutPacket);
   };
   const tick = (ms: number) => (clock += ms);
-  return { outbox, hold, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick, idle, timers };
+  return { outbox, hold, writer, generation, vacancy, calls, pending, delivered, counters, answer, answerAll, log, tick, idle, forks, timers };
 }
 
 const seq = (key: string, from: number, to: number) => Array.from({ length: to - from }, (_, i) => `${key}-${from + i}`);
 
 describe('Outbox', () => {
+  it("asks whether the daemon forked (a /proc read) only for a slow answer the probe said nothing of", () => {
+    const { outbox, writer, pending, counters, log, tick, forks } = setup();
+    writer.set('web', 1);
+    outbox.pump('web');
+    log('web', 0, 3);
+    tick(5); // slower than a swap can be
+    pending.shift()!.done(null, false); // the probe: no reload swapped the writer
+    expect(forks.asked).toBe(0);
+    tick(5);
+    pending.shift()!.done(null); // no probe word: timing judges, with the daemon's children
+    expect(forks.asked).toBe(1);
+    pending.shift()!.done(null, false);
+    expect(forks.asked).toBe(1);
+    expect(counters.out).toBe(3);
+  });
+
   it('holds while an app has no writer, then delivers in order with at most maxInflight out', () => {
     const { outbox, hold, writer, calls, pending, delivered, counters, answer, answerAll, log } = setup({ maxInflight: 2 });
     log('web', 0, 5);
