@@ -28,6 +28,13 @@ const LINES = 2400;
 const RATE = 300;
 const KINDS = ['immediate', 'graceful', 'none'] as const;
 
+/** Every missing line of a judged app, as it would read in the file ("<tag> <pid> <seq>"). */
+function missingLines(r: { missingRanges: { pid: number; first: number; last: number }[] }, tag = 'rb-none'): string[] {
+  const out: string[] = [];
+  for (const m of r.missingRanges) for (let i = m.first; i <= m.last; i++) out.push(`${tag} ${m.pid} ${i}`);
+  return out;
+}
+
 describe('the writer stop window, for apps that stop in each of three ways', () => {
   let sb: InstanceType<typeof Pm2Sandbox>;
   let daemonPid = '';
@@ -42,9 +49,12 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
     await sb?.destroy();
   });
 
+  /** The app without a handler's writer keeps receipts (log-app.js RECEIPTS) in `receipts(prefix)`. */
+  const receipts = (prefix: string) => path.join(sb.work, `${prefix}-none.receipts`);
   async function startAll(prefix: string) {
     const names = KINDS.map((k) => `${prefix}-${k}`);
-    await sb.start(KINDS.map((k, i) => logApp(sb.work, { name: names[i], instances: 4, lines: LINES, rate: RATE, env: { SHUTDOWN: k } })));
+    const env = (k: string) => (k === 'none' ? { SHUTDOWN: k, RECEIPTS: receipts(prefix) } : { SHUTDOWN: k });
+    await sb.start(KINDS.map((k, i) => logApp(sb.work, { name: names[i], instances: 4, lines: LINES, rate: RATE, env: env(k) })));
     await waitFor(() => names.every((n) => linesIn(logFile(sb.work, n)) >= LINES), { timeoutMs: 90000, what: `${prefix} apps to be mid-stream` });
     const writers = await Promise.all(names.map((n) => writerProc(sb, n)));
     return { names, writers };
@@ -104,13 +114,19 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
     // its SIGINT while PM2's daemon cannot run (support/scenario.js).
     await restartWhileBehind(sb, writers);
     await judgeAll(names, writers.map((w) => w.pid), 5, Date.now());
-    // The app without a handler lost what its pipe held (the module's bound: half the socket
-    // buffer, at least 1 KB a packet) and what its log4js had read but not written yet, which is
-    // the app's own (docs/how-it-works.md: not guaranteed) and grows with the machine's load: 31-84
-    // lines beside two CPU burners, 316 once in a whole `npm test` (2026-12-07), where the pipe's
-    // share is at most wmem/2048 packets. Bounded here at four times that.
+    // The app without a handler lost what its log4js had received but not written yet (its file
+    // appender queues each line for an async write: under load hundreds, 578 once beside the
+    // overload burst, 2026-12-08), the app's own loss (docs/how-it-works.md), told apart by its
+    // writer's receipts; and what never reached it: what its pipe held, the module's bound (half
+    // the socket buffer at least 1 KB a packet: wmem/2048 packets, pacing.ts) and what its Node
+    // had read from the pipe but not handed out yet: 44-55 of 44-386 missing beside three CPU
+    // burners and quiet (2026-12-08). Bounded here at twice the pipe's share.
     const wmem = Number(fs.readFileSync('/proc/sys/net/core/wmem_default', 'utf8'));
     const none = await settleAndJudge(sb, names[2], { excludePids: [writers[2].pid] });
-    expect(none.missing).toBeLessThanOrEqual(Math.floor((4 * wmem) / 2048));
+    const received = new Set(fs.readFileSync(receipts('rb'), 'utf8').split('\n'));
+    const missing = missingLines(none);
+    const neverReceived = missing.filter((l) => !received.has(l)).length;
+    console.log(`rb-none: ${missing.length} missing, ${missing.length - neverReceived} of them received by the writer that died (its own loss), ${neverReceived} never reached it`);
+    expect(neverReceived).toBeLessThanOrEqual(Math.floor((2 * wmem) / 2048));
   });
 });
