@@ -110,6 +110,8 @@ async function connectParts(settings: Settings, opened: OpenedState): Promise<Pa
     unreadBudget: useProc ? unreadBudget() : 0,
     // A new writer is waited for until it opens its app's log files (writer-files.ts).
     writerFiles: useProc ? new WriterFiles(procOpenFiles()) : undefined,
+    // The tests shorten how long a deleted app's held lines wait for it to come back (30 s).
+    deletedGraceMs: Number(process.env.PM2SI_DELETED_GRACE_MS) || undefined,
   });
   late.relay = relay;
   const handover = new Handover({ dir: opened.dir, legacy: opened.legacy, log, warn });

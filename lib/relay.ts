@@ -49,9 +49,10 @@ export interface RelayOptions {
   unreadBudget?: number;
   /** Each app's writer-only files (writer-files.ts). @default none learnt */
   writerFiles?: WriterFiles;
+  /** How long a deleted app's held lines are kept in case it comes back (ms): see `#removed`. @default 30000 */
+  deletedGraceMs?: number;
 }
 
-/** How long a deleted app's held lines are kept in case it comes back (ms): see `#removed`. */
 const DELETED_GRACE_MS = 30_000;
 /** How long an app may hold packets before the module says why (ms). */
 const HELD_WARN_AFTER_MS = 5000;
@@ -76,6 +77,7 @@ export class Relay {
   readonly #batches: BatchWatch;
   readonly #lists: ListReader;
   readonly #graceTimers = new Set<unknown>();
+  readonly #deletedGraceMs: number;
   #started = false;
   /** Bus packets that came before the table was built, in order: handled once it is. */
   readonly #beforeTable: { isMessage: boolean; packet: unknown }[] = [];
@@ -88,6 +90,7 @@ export class Relay {
     this.#timers = opts.timers ?? realTimers;
     this.#topics = logTopicSet(opts.settings);
     this.#spool = opts.spool;
+    this.#deletedGraceMs = opts.deletedGraceMs ?? DELETED_GRACE_MS;
     for (const t of this.#topics) this.#topicOf.set(t, t);
     this.#batches = new BatchWatch({ counters: this.counters, warn: (l) => this.#reporter.warn(l), count: (w, n) => this.#reporter.count(w, n) });
     this.registry = new Registry({
@@ -255,7 +258,7 @@ export class Relay {
 
   /**
    * An app left the table. Its held lines are dropped only if it is not back within
-   * DELETED_GRACE_MS: `pm2 kill` and `pm2 update` delete the apps before the module, which then
+   * `deletedGraceMs`: `pm2 kill` and `pm2 update` delete the apps before the module, which then
    * saves what it holds for the next start (the chaos run lost 88,397 lines to an early drop).
    */
   #removed(key: string): void {
@@ -266,7 +269,7 @@ export class Relay {
       if (this.registry.app(key) !== undefined) return;
       const n = this.outbox.dropApp(key);
       if (n > 0) this.#reporter.warn(say.appDeleted(key, n));
-    }, DELETED_GRACE_MS);
+    }, this.#deletedGraceMs);
     this.#graceTimers.add(timer);
   }
 

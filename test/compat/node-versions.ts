@@ -19,10 +19,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { formatJudgement, judge, readReports } from '../support/judge.js';
-import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
+import { formatJudgement, readReports } from '../support/judge.js';
+import { logApp, logFile, reportDirOf, waitSendersDone } from '../support/apps.js';
 import { emptyProcWorks, MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, waitCaughtAtFork, writerProc } from '../support/scenario.js';
+import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, waitCaughtAtFork, waitDelivered, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
@@ -185,8 +185,7 @@ export function nodeVersionSuites(version: string): void {
       await sb.start([app('w-orders', 'winston-app.js'), app('p-orders', 'pino-app.js')]);
       await waitSendersDone(sb.work, 'w-orders', 4, 120000);
       await waitSendersDone(sb.work, 'p-orders', 4, 120000);
-      await waitQuiet([logFile(sb.work, 'w-orders'), logFile(sb.work, 'p-orders')], 2000, 120000);
-      const r = judge({ apps: ['w-orders', 'p-orders'].map((tag) => ({ tag, file: logFile(sb.work, tag) })), reportDir: reportDirOf(sb.work) });
+      const r = await waitDelivered(sb, [{ tag: 'w-orders' }, { tag: 'p-orders' }]);
       console.log(`Node ${version}, winston and pino:\n${formatJudgement(r)}`);
       for (const tag of ['w-orders', 'p-orders']) {
         expect(r[tag], JSON.stringify(r[tag].missingBySender)).toMatchObject({ senders: 4, sent: 8000, written: 8000, missing: 0, duplicated: 0, foreign: 0 });
@@ -248,8 +247,7 @@ export function nodeVersionSuites(version: string): void {
       // The app's log4js reads NODE_APP_INSTANCE, which the daemon-wide WORKER leaves unset.
       await waitFor(() => /DIAGNOSIS writer-sends app=unaware .*process with WORKER=0.*pm2InstanceVar: 'WORKER'/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the writer-sends diagnosis' });
       await waitSendersDone(sb.work, 'byworker', 2);
-      await waitQuiet([logFile(sb.work, 'byworker'), logFile(sb.work, 'shop-green')], 2000);
-      const r = judge({ apps: ['byworker', 'shop-green'].map((tag) => ({ tag, file: logFile(sb.work, tag) })), reportDir: reportDirOf(sb.work) });
+      const r = await waitDelivered(sb, [{ tag: 'byworker' }, { tag: 'shop-green', name: 'shop' }]);
       console.log(`Node ${version}, PM2_PROCESS_INSTANCE_VAR=WORKER:\n${formatJudgement(r)}`);
       expect(r.byworker).toMatchObject({ senders: 2, sent: 600, written: 600, missing: 0, duplicated: 0, foreign: 0 });
       expect(r['shop-green']).toMatchObject({ senders: 2, sent: 40, written: 40, missing: 0, duplicated: 0, foreign: 0 });

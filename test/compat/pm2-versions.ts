@@ -9,9 +9,9 @@
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
-import { logApp, logFile, reportDirOf, waitQuiet } from '../support/apps.js';
+import { logApp, logFile, reportDirOf } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { waitCaughtAtFork } from '../support/scenario.js';
+import { waitCaughtAtFork, waitDelivered } from '../support/scenario.js';
 import { pm2Paths, versions } from './versions.js';
 import fs from 'node:fs';
 
@@ -80,7 +80,7 @@ export function pm2VersionSuite(version: string): void {
         { timeoutMs: 120000, every: 250, what: `the senders of ${apps.map((a) => a.tag).join(', ')} to finish` },
       );
       // Judged once the module holds nothing of these apps (a restarted writer is waited for until
-      // it has opened its files, which can outlast 2 s of quiet), then after 2 s of quiet.
+      // it has opened its files, which can outlast 2 s of quiet), then once the files are final.
       await waitFor(
         async () => {
           const st = (await sb.trigger('status')) as { apps: { name: string; held: number; in_flight: number }[] };
@@ -88,12 +88,7 @@ export function pm2VersionSuite(version: string): void {
         },
         { timeoutMs: 60000, every: 500, what: `the module to deliver what it holds of ${apps.map((a) => a.tag).join(', ')}` },
       );
-      await waitQuiet(
-        apps.map((a) => logFile(sb.work, a.tag)),
-        2000,
-        60000,
-      );
-      const r = judge({ apps: apps.map((a) => ({ tag: a.tag, file: logFile(sb.work, a.tag) })), reportDir: reportDirOf(sb.work), excludePids });
+      const r = await waitDelivered(sb, apps.map((a) => ({ tag: a.tag })), { excludePids });
       console.log(`PM2 ${version}:\n${formatJudgement(r)}`);
       for (const a of apps) if (Object.keys(r[a.tag].missingBySender).length) console.log(`${a.tag} missing by sender: ${JSON.stringify(r[a.tag].missingBySender)}`);
       return r;

@@ -7,9 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { judge, formatJudgement, readReports } from '../support/judge.js';
-import { logApp, logFile, reportDirOf, waitLines, waitQuiet } from '../support/apps.js';
+import { formatJudgement, readReports } from '../support/judge.js';
+import { logApp, logFile, reportDirOf, waitLines } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
+import { waitDelivered } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 
@@ -68,8 +69,7 @@ describe('the PM2 daemon restarted mid-stream (apps and module resurrected)', ()
         },
         { timeoutMs: 90000, every: 250, what: 'every sender to finish' },
       );
-      await waitQuiet([logFile(s.work, 'alpha'), logFile(s.work, 'beta')], 2000);
-      const r = judge({ apps: [{ tag: 'alpha', file: logFile(s.work, 'alpha') }, { tag: 'beta', file: logFile(s.work, 'beta') }], reportDir: reportDirOf(s.work) });
+      const r = await waitDelivered(s, [{ tag: 'alpha' }, { tag: 'beta' }]);
       console.log(`${how}:\n${formatJudgement(r)}`);
       if (r.alpha.missing + r.beta.missing > 0) {
         const oldPids = new Set([...before]);

@@ -6,10 +6,10 @@
  */
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { judge, formatJudgement } from '../support/judge.js';
-import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
+import { formatJudgement } from '../support/judge.js';
+import { logApp, waitSendersDone } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { settleAndJudge, writerProc } from '../support/scenario.js';
+import { settleAndJudge, waitDelivered, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 
@@ -64,8 +64,7 @@ describe('error storms', () => {
       },
       { timeoutMs: 300000, every: 500, what: 'the burst to be sent and the backlog to drain' },
     );
-    await waitQuiet([logFile(sb.work, 'burst')], 2000);
-    const r = judge({ apps: [{ tag: 'burst', file: logFile(sb.work, 'burst') }], reportDir: reportDirOf(sb.work) })['burst'];
+    const r = (await waitDelivered(sb, [{ tag: 'burst' }]))['burst'];
     const st = await row('burst');
     console.log(`${formatJudgement({ burst: r })}\nmodule: dropped ${st.dropped}, peak spooled ${peakSpooled} packets (${(peakSpoolBytes / 1048576).toFixed(1)} MB on disk), peak RSS ${(peakRss / 1048576).toFixed(1)} MB, peak heap used ${(peakHeap / 1048576).toFixed(1)} MB`);
     expect(r).toMatchObject({ sent: 200000, written: 200000, missing: 0, duplicated: 0, foreign: 0 });

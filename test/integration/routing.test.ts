@@ -5,9 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { judge, formatJudgement } from '../support/judge.js';
-import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from '../support/apps.js';
+import { formatJudgement } from '../support/judge.js';
+import { logApp, logFile, waitSendersDone } from '../support/apps.js';
 import { Pm2Sandbox } from '../support/pm2-sandbox.js';
+import { waitDelivered } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 
@@ -30,8 +31,7 @@ describe('log packets reach only their own app\'s writer', () => {
     ]);
     await waitSendersDone(sb.work, 'orders', 4);
     await waitSendersDone(sb.work, 'billing', 4);
-    await waitQuiet([logFile(sb.work, 'orders'), logFile(sb.work, 'billing')]);
-    const r = judge({ apps: [{ tag: 'orders', file: logFile(sb.work, 'orders') }, { tag: 'billing', file: logFile(sb.work, 'billing') }], reportDir: reportDirOf(sb.work) });
+    const r = await waitDelivered(sb, [{ tag: 'orders' }, { tag: 'billing' }], { quietMs: 1500 });
     console.log(formatJudgement(r));
     for (const tag of ['orders', 'billing']) {
       expect(r[tag].senders).toBe(4);
@@ -47,8 +47,7 @@ describe('log packets reach only their own app\'s writer', () => {
     ]);
     await waitSendersDone(sb.work, 'search', 4);
     await waitSendersDone(sb.work, 'mailer', 3);
-    await waitQuiet([logFile(sb.work, 'search'), logFile(sb.work, 'mailer')]);
-    const r = judge({ apps: [{ tag: 'search', file: logFile(sb.work, 'search') }, { tag: 'mailer', file: logFile(sb.work, 'mailer') }], reportDir: reportDirOf(sb.work) });
+    const r = await waitDelivered(sb, [{ tag: 'search' }, { tag: 'mailer' }], { quietMs: 1500 });
     console.log(formatJudgement(r));
     expect(r.search).toMatchObject({ senders: 4, sent: 8000, written: 8000, missing: 0, duplicated: 0, foreign: 0 });
     expect(r.mailer).toMatchObject({ senders: 3, sent: 6000, written: 6000, missing: 0, duplicated: 0, foreign: 0 });

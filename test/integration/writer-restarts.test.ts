@@ -19,7 +19,8 @@ describe('writers going away lose nothing', () => {
   let sb: InstanceType<typeof Pm2Sandbox>;
 
   beforeAll(async () => {
-    sb = Pm2Sandbox.create('pm2si-restarts-');
+    // A deleted app's held lines wait 3 s for it to come back, not 30 (the delete test waits for the drop).
+    sb = Pm2Sandbox.create('pm2si-restarts-', { env: { PM2SI_DELETED_GRACE_MS: '3000' } });
     await sb.install(tarball);
   });
 
@@ -197,7 +198,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['stop', String(w.pm_id)]);
     await waitFor(async () => (await sb.trigger('status')).apps.find((a: { name: string }) => a.name === 'deleted')?.held > 50, { timeoutMs: 30000, what: 'packets to be held' });
     await sb.pm2(['delete', 'deleted']);
-    await waitFor(() => /app=deleted .*was deleted: dropped \d+ log packets it held/.test(sb.moduleLog()), { timeoutMs: 75000, what: "the drop line (kept 30 s in case the app comes back)" });
+    await waitFor(() => /app=deleted .*was deleted: dropped \d+ log packets it held/.test(sb.moduleLog()), { timeoutMs: 45000, what: 'the drop line (kept PM2SI_DELETED_GRACE_MS, 3 s here, in case the app comes back)' });
     expect(sb.moduleLog().match(/app=deleted .*was deleted/g)).toHaveLength(1);
     const status = await sb.trigger('status');
     expect(status.apps.find((a: { name: string }) => a.name === 'deleted')).toBeUndefined();

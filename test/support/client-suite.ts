@@ -5,9 +5,10 @@
  * writer is restarted while the others log.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { judge, formatJudgement, readReports } from './judge.js';
-import { logApp, logFile, reportDirOf, waitQuiet, waitSendersDone } from './apps.js';
+import { formatJudgement, readReports } from './judge.js';
+import { logApp, reportDirOf, waitSendersDone } from './apps.js';
 import { Pm2Sandbox, waitFor } from './pm2-sandbox.js';
+import { waitDelivered } from './scenario.js';
 
 export type Sandbox = InstanceType<typeof Pm2Sandbox>;
 
@@ -69,8 +70,7 @@ export function clientLoggerSuite(o: ClientSuiteOptions): void {
       await sb.start([suite.app(a, { lines: 2000 }), suite.app(b, { lines: 2000 })]);
       await waitSendersDone(sb.work, a, 4, 120000);
       await waitSendersDone(sb.work, b, 4, 120000);
-      await waitQuiet([logFile(sb.work, a), logFile(sb.work, b)], 2000, 120000);
-      const r = judge({ apps: [a, b].map((tag) => ({ tag, file: logFile(sb.work, tag) })), reportDir: reportDirOf(sb.work) });
+      const r = await waitDelivered(sb, [{ tag: a }, { tag: b }]);
       console.log(`${o.logger}, 2 apps x 4 instances:\n${formatJudgement(r)}`);
       for (const tag of [a, b]) {
         expect(r[tag], JSON.stringify(r[tag].missingBySender)).toMatchObject({ senders: 4, sent: 8000, written: 8000, missing: 0, duplicated: 0, foreign: 0 });
@@ -103,8 +103,7 @@ export function clientLoggerSuite(o: ClientSuiteOptions): void {
       // The three others and the new writer finish; the old writer reported what it sent when stopped.
       await waitSendersDone(sb.work, cart, 4, 120000);
       await waitSendersDone(sb.work, users, 4, 120000);
-      await waitQuiet([logFile(sb.work, cart), logFile(sb.work, users)], 2000, 120000);
-      const r = judge({ apps: [cart, users].map((tag) => ({ tag, file: logFile(sb.work, tag) })), reportDir: reportDirOf(sb.work) });
+      const r = await waitDelivered(sb, [{ tag: cart }, { tag: users }]);
       console.log(`${o.logger}, writer of ${cart} restarted (old pid ${old.pid}, new pid ${fresh.pid}):\n${formatJudgement(r)}`);
       const oldReport = readReports(reportDirOf(sb.work)).find((x: any) => x.pid === old.pid);
       expect(oldReport, 'the stopped writer reported what it had logged').toMatchObject({ role: 'writer', instance: 0, done: false });

@@ -1,7 +1,8 @@
 'use strict';
 /** Scenario helpers over a Pm2Sandbox: who is the writer, wait for senders, judge an app. */
 const { judge, formatJudgement, readReports } = require('./judge');
-const { logFile, reportDirOf, waitQuiet } = require('./apps');
+const fs = require('fs');
+const { logFile, reportDirOf } = require('./apps');
 const { waitFor } = require('./pm2-sandbox');
 
 function instanceOf(p, instanceVar = 'NODE_APP_INSTANCE') {
@@ -24,7 +25,6 @@ async function writerProc(sb, name, instanceVar) {
 
 /** Wait until at least `n` lines are in the app's file. */
 function linesIn(file) {
-  const fs = require('fs');
   return fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
 }
 
@@ -41,7 +41,7 @@ function alive(pid) {
  * Wait until every process of the app now in `pm2 jlist` has reported done, and every sender that
  * ever reported is done or gone (graceful exits report done; a process that died abruptly, such
  * as an app without a SIGINT handler, counts what had left it by its last report), except
- * `excludePids`; then until the file is quiet. Returns the judgement of the app.
+ * `excludePids`; then until the file holds what was sent (`waitDelivered`). Returns the judgement of the app.
  */
 async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs = 120000 } = {}) {
   const excluded = new Set(excludePids.map(Number));
@@ -59,11 +59,58 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
     },
     { timeoutMs, every: 250, what: () => `every sender of ${tag} to finish (still: ${waitingFor.join('; ')})` },
   );
-  await waitQuiet([logFile(sb.work, tag)], 2000);
-  const r = judge({ apps: [{ tag, file: logFile(sb.work, tag) }], reportDir: reportDirOf(sb.work), excludePids });
+  const r = await waitDelivered(sb, [{ tag, name }], { excludePids });
   const ranges = r[tag].missingRanges.slice(0, 12).map((m) => `pid ${m.pid} #${m.first}-${m.last}${m.dueAt ? ` due ${new Date(m.dueAt).toISOString().slice(11, 23)}` : ''}`);
   console.log(`${tag}:\n${formatJudgement(r)}${ranges.length ? `\nmissing: ${ranges.join(', ')}` : ''}`);
   return r[tag];
+}
+
+/** Whether the module holds nothing and has nothing in flight for any app named `name` (status trigger). */
+async function moduleIdleFor(sb, names) {
+  try {
+    const apps = (await sb.trigger('status')).apps;
+    return Array.isArray(apps) && apps.filter((a) => names.includes(a.name)).every((a) => a.held === 0 && a.in_flight === 0);
+  } catch {
+    return false; // restarting, or no answer: wait for the files to be quiet instead
+  }
+}
+
+/**
+ * Once the senders are done: wait until what the files hold is final, and judge them. Final when
+ * every file holds exactly what its senders sent (none missing, twice or foreign) and the module
+ * holds nothing and has nothing in flight for those apps: a line added after that could only be a
+ * second copy, and the module sends nothing it does not hold or have in flight first. Otherwise
+ * (a judgement that expects loss, or a module that says nothing) when the files have not grown
+ * for `quietMs`. `apps`: [{ tag, name? }] (name: the app's PM2 name, default the tag).
+ */
+async function waitDelivered(sb, apps, { excludePids = [], quietMs = 2000, timeoutMs = 120000 } = {}) {
+  const files = apps.map((a) => ({ tag: a.tag, file: logFile(sb.work, a.tag) }));
+  const names = apps.map((a) => a.name ?? a.tag);
+  const sizes = () => files.map((f) => (fs.existsSync(f.file) ? fs.statSync(f.file).size : -1)).join(',');
+  const judgeNow = () => judge({ apps: files, reportDir: reportDirOf(sb.work), excludePids });
+  let last = '';
+  let since = Date.now();
+  let checked = '';
+  await waitFor(
+    async () => {
+      const sig = sizes();
+      if (sig !== last) {
+        last = sig;
+        since = Date.now();
+        return false;
+      }
+      if (Date.now() - since >= quietMs) return true;
+      if (checked === sig) return false; // judged at this size already: not exact
+      checked = sig;
+      const r = judgeNow();
+      const exact = files.every((f) => r[f.tag].missing === 0 && r[f.tag].duplicated === 0 && r[f.tag].foreign === 0);
+      if (exact && (await moduleIdleFor(sb, names)) && sizes() === sig) return true;
+      checked = exact ? '' : sig; // exact but the module still busy: ask again next time
+      return false;
+    },
+    { timeoutMs, every: 150, what: 'log files to hold what was sent, or to stop growing' },
+  );
+  return judgeNow();
 }
 
 /**
@@ -108,7 +155,6 @@ async function waitCaughtAtFork(sb, timeoutMs = 15000) {
 
 /** Is SIGINT pending for a (stopped) process? /proc/<pid>/status ShdPnd, bit 2. */
 function sigintPending(pid) {
-  const fs = require('fs');
   try {
     const m = /ShdPnd:\s*([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m !== null && (parseInt(m[1], 16) & 2) !== 0;
@@ -124,7 +170,6 @@ function sigintPending(pid) {
  * runs its SIGINT handler before the daemon can write any more. Linux only (/proc).
  */
 async function restartWhileBehind(sb, writers, stallMs = 1000) {
-  const fs = require('fs');
   const path = require('path');
   const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
   const cont = (pid) => {
@@ -159,7 +204,6 @@ async function restartWhileBehind(sb, writers, stallMs = 1000) {
  * looks like the new worker's (written before the swap, read after the fork): sent again, twice.
  */
 async function reloadWhileAnswerReadLate(sb, writer) {
-  const fs = require('fs');
   const path = require('path');
   const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
   const mod = (await sb.moduleProc()).pid;
@@ -206,4 +250,4 @@ async function reloadWhileAnswerReadLate(sb, writer) {
   }
 }
 
-module.exports = { waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
+module.exports = { waitDelivered, waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
