@@ -22,13 +22,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitSendersDone } from '../support/apps.js';
 import { emptyProcWorks, MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, waitCaughtAtFork, waitDelivered, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, settleAndJudge, stopEnv, waitCaughtAtFork, waitDelivered, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
-const LINES = 2400;
+const LINES = 2400; // at most, per instance: the restart tests end the logging MORE lines after their action (endStream)
 const RATE = 300; // lines per second per instance
+const MORE = LINES / 2;
 
 type Sandbox = InstanceType<typeof Pm2Sandbox>;
 type Proc = { pm_id: number; pid: number; name: string; pm2_env: Record<string, any> };
@@ -98,7 +99,7 @@ export function nodeVersionSuites(version: string): void {
 
     async function startMidStream(name: string) {
       restartsBefore = (await sb.moduleProc()).pm2_env.restart_time;
-      await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES, rate: RATE })]);
+      await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES, rate: RATE, env: stopEnv(sb, name) })]);
       const w = await writerProc(sb, name);
       // Mid-stream by what the senders say (on a loaded machine the file can lag behind them).
       await waitFor(() => readReports(reportDirOf(sb.work)).filter((x: any) => x.tag === name && x.sent >= LINES / 8).length === 4 && linesIn(logFile(sb.work, name)) > 0, {
@@ -135,6 +136,7 @@ export function nodeVersionSuites(version: string): void {
     it('pm2 restart <writer id> mid-stream: nothing missing, nothing twice', async () => {
       const w = await startMidStream('restarted');
       await sb.pm2(['restart', String(w.pm_id)]);
+      await endStream(sb, 'restarted', MORE);
       const r = await settleAndJudge(sb, 'restarted');
       expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
       expect(r.senders).toBe(5);
@@ -152,6 +154,7 @@ export function nodeVersionSuites(version: string): void {
         timeoutMs: 30000,
         what: 'PM2 to restart the killed writer',
       });
+      await endStream(sb, 'crashed', MORE);
       const r = await settleAndJudge(sb, 'crashed', { excludePids: [w.pid] });
       console.log(`Node ${version}, kill -9 of the writer: ${r.missing} of ${r.sent} lines missing`);
       // kill -9 is immediate: the writer was still logging.
@@ -171,6 +174,7 @@ export function nodeVersionSuites(version: string): void {
     it('pm2 reload <app> mid-stream: every line once but the one in doubt at the swap', async () => {
       await startMidStream('reloaded');
       await sb.pm2(['reload', 'reloaded']);
+      await endStream(sb, 'reloaded', MORE);
       const r = await settleAndJudge(sb, 'reloaded');
       expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
       expect(r.senders).toBe(8);
@@ -285,7 +289,7 @@ export function nodeVersionSuites(version: string): void {
       expect(sb.moduleLog()).toMatch(/send guard on/);
       const daemon = daemonPid(sb);
       const name = 'noproc';
-      await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES * 2, rate: RATE })]);
+      await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES * 2, rate: RATE, env: stopEnv(sb, name) })]);
       await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES / 2, { timeoutMs: 60000, what: `${name} to be mid-stream` });
       const w = await writerProc(sb, name);
       process.kill(w.pid, 'SIGKILL');
@@ -295,6 +299,7 @@ export function nodeVersionSuites(version: string): void {
       });
       await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES * 2, { timeoutMs: 60000, what: `${name} to go on` });
       await sb.pm2(['reload', name]);
+      await endStream(sb, name, MORE);
       const r = await settleAndJudge(sb, name, { excludePids: [w.pid] });
       console.log(`Node ${version} without /proc: ${r.missing} missing, ${r.duplicated} twice of ${r.sent}`);
       // The dead writer's unread backlog (one run per sender) and the reload's line in doubt.

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { waitCaughtAtFork, waitDelivered } from '../support/scenario.js';
+import { endStream, stopEnv, waitCaughtAtFork, waitDelivered } from '../support/scenario.js';
 import { pm2Paths, versions } from './versions.js';
 import fs from 'node:fs';
 
@@ -121,8 +121,8 @@ export function pm2VersionSuite(version: string): void {
         { tag: 'search', instance_var: 'INSTANCE_ID' },
       ];
       await sb.start([
-        logApp(sb.work, { name: 'mailer', instances: 4, lines: 3000, rate: 300 }),
-        logApp(sb.work, { name: 'search', instances: 4, lines: 3000, rate: 300, namespace: 'shop', instance_var: 'INSTANCE_ID' }),
+        logApp(sb.work, { name: 'mailer', instances: 4, lines: 3000, rate: 300, env: stopEnv(sb, 'mailer') }),
+        logApp(sb.work, { name: 'search', instances: 4, lines: 3000, rate: 300, namespace: 'shop', instance_var: 'INSTANCE_ID', env: stopEnv(sb, 'search') }),
       ]);
       const restarted: number[] = [];
       for (const a of apps) {
@@ -131,6 +131,8 @@ export function pm2VersionSuite(version: string): void {
         restarted.push(w.pid);
         await sb.pm2(['restart', String(w.pm_id)]);
       }
+      // The logging goes on 1,200 lines past the restarts (3,000 a sender at most).
+      await Promise.all(apps.map((a) => endStream(sb, a.tag, 1200)));
       // PM2 resets instance_var to NODE_APP_INSTANCE on restart; the number stays under INSTANCE_ID.
       const w2 = await writerOf('search', 'INSTANCE_ID');
       expect(w2.pid).not.toBe(restarted[1]);
@@ -146,9 +148,10 @@ export function pm2VersionSuite(version: string): void {
     });
 
     it('pm2 reload <app> mid-stream (new workers forked under the same pm_ids): every line once but the one in doubt at the swap', async () => {
-      await sb.start([logApp(sb.work, { name: 'gateway', instances: 3, lines: 2400, rate: 400 })]);
+      await sb.start([logApp(sb.work, { name: 'gateway', instances: 3, lines: 2400, rate: 400, env: stopEnv(sb, 'gateway') })]);
       await waitFor(() => linesIn(logFile(sb.work, 'gateway')) >= 1200, { timeoutMs: 60000, what: 'gateway to be mid-stream' });
       await sb.pm2(['reload', 'gateway']);
+      await endStream(sb, 'gateway', 1200);
       const r = await settle([{ tag: 'gateway' }]);
       expect(r.gateway.senders).toBe(6);
       expect(r.gateway, JSON.stringify(r.gateway.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
@@ -167,11 +170,12 @@ export function pm2VersionSuite(version: string): void {
     // Last: it replaces the daemon. PM2 resurrects the apps before it starts the modules here.
     it('pm2 update mid-stream (a new daemon, apps resurrected before the module): every line of every sender once', async () => {
       for (const name of new Set(((await sb.jlist()) as Proc[]).map((p) => p.name))) if (name !== MODULE) await sb.pm2(['delete', name]);
-      await sb.start([logApp(sb.work, { name: 'updated', instances: 3, lines: 3000, rate: 300 })]);
+      await sb.start([logApp(sb.work, { name: 'updated', instances: 3, lines: 3000, rate: 300, env: stopEnv(sb, 'updated') })]);
       await waitFor(() => linesIn(logFile(sb.work, 'updated')) >= 1500, { timeoutMs: 60000, what: 'updated to be mid-stream' });
       await sb.pm2(['save']);
       await sb.pm2(['update'], { timeoutMs: 120000 });
       await sb.waitModuleOnline(60000);
+      await endStream(sb, 'updated', 1200);
       const r = await settle([{ tag: 'updated' }]);
       expect(r.updated.senders).toBe(6);
       expect(r.updated, JSON.stringify(r.updated.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0, outOfOrder: 0 });

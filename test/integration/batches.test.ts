@@ -11,12 +11,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'v
 import { logApp, logFile, reportDirOf } from '../support/apps.js';
 import { readReports } from '../support/judge.js';
 import { Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, settleAndJudge, stopEnv, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const FIX = path.join(ROOT, 'test', 'fixtures');
-const LINES = 2400;
+const LINES = 2400; // at most, per instance: the restart tests end the logging MORE lines after their action (endStream)
 const RATE = 300;
+const MORE = LINES / 2;
 
 describe('batches through the module: every record once, in order', () => {
   let sb: InstanceType<typeof Pm2Sandbox>;
@@ -37,7 +38,7 @@ describe('batches through the module: every record once, in order', () => {
     logApp(sb.work, { name, instances: 4, lines: o.lines ?? LINES, rate: o.rate ?? RATE, env: o.env, extra: { script: path.join(FIX, fixture), kill_timeout: 5000 } });
 
   async function startMidStream(name: string, fixture = 'log4js-appender-app.js', env?: Record<string, string>) {
-    await sb.start([app(name, fixture, { env })]);
+    await sb.start([app(name, fixture, { env: { ...env, ...stopEnv(sb, name) } })]);
     await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES, { timeoutMs: 60000, what: `${name} to be mid-stream` });
     return writerProc(sb, name);
   }
@@ -80,6 +81,7 @@ describe('batches through the module: every record once, in order', () => {
   it('pm2 restart <writer id> mid-stream (log4js appender)', async () => {
     const w = await startMidStream('b-restarted');
     await sb.pm2(['restart', String(w.pm_id)]);
+    await endStream(sb, 'b-restarted', MORE);
     const r = await settleAndJudge(sb, 'b-restarted');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0, outOfOrder: 0 });
     expect(r.senders).toBe(5);
@@ -96,6 +98,7 @@ describe('batches through the module: every record once, in order', () => {
     });
     // As writer-restarts.test.ts: what sat unread in the dead writer's pipe dies with it (one run
     // per sender, all due before the kill); nothing due after the kill may be missing.
+    await endStream(sb, 'b-crashed', MORE);
     const r = await settleAndJudge(sb, 'b-crashed', { excludePids: [w.pid] });
     expect(r).toMatchObject({ duplicated: 0, foreign: 0, outOfOrder: 0 });
     const loss = lossAtOneMoment(r, killedAt);
@@ -107,6 +110,7 @@ describe('batches through the module: every record once, in order', () => {
   it('pm2 reload <app> mid-stream (winston): at most the one batch in flight at the swap in doubt', async () => {
     await startMidStream('b-reloaded', 'winston-app.js', { BATCH: 'auto' });
     await sb.pm2(['reload', 'b-reloaded']);
+    await endStream(sb, 'b-reloaded', MORE);
     const r = await settleAndJudge(sb, 'b-reloaded');
     expect(r).toMatchObject({ foreign: 0, outOfOrder: 0 });
     // README "Writers that go away": one send in flight per swapped writer is in doubt; a send
@@ -145,6 +149,7 @@ describe('batches through the module: every record once, in order', () => {
     await startMidStream('b-settings');
     await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '48']);
     await waitFor(() => /buffer_mb=48/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
+    await endStream(sb, 'b-settings', MORE);
     const r = await settleAndJudge(sb, 'b-settings');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0, outOfOrder: 0 });
     expect(sb.moduleLog()).toMatch(/relayed \d+ packets the handover bridge received while the module restarted \(handed over\)/);

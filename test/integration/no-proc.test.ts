@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { emptyProcWorks, Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, settleAndJudge, withinReloadDoubt, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, settleAndJudge, stopEnv, withinReloadDoubt, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const LINES = 2400;
@@ -46,7 +46,7 @@ describe(`without /proc (${emptyProc ? 'an empty /proc' : 'proc_checks=off'}): t
 
   it('kill -9 of a busy writer, three times: the daemon stays up; nothing twice, nothing foreign', async () => {
     const name = 'noproc-crash';
-    await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES * 2, rate: RATE })]);
+    await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES * 2, rate: RATE, env: stopEnv(sb, name) })]);
     const killed: { pid: number; at: number }[] = [];
     for (let k = 1; k <= 3; k++) {
       await waitFor(() => linesIn(logFile(sb.work, name)) >= (LINES * k) / 2, { timeoutMs: 60000, what: `${name} to be mid-stream (${k})` });
@@ -63,6 +63,7 @@ describe(`without /proc (${emptyProc ? 'an empty /proc' : 'proc_checks=off'}): t
       expect(channelErrors() - errorsBefore).toBeLessThanOrEqual(1);
       expect(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim()).toBe(daemonPid);
     }
+    await endStream(sb, name, LINES / 2);
     const r = await settleAndJudge(sb, name, { excludePids: killed.map((k) => k.pid) });
     expect(r).toMatchObject({ duplicated: 0, foreign: 0 });
     // What the dead writers had not read dies with them: one run of lines per sender per kill.
@@ -75,9 +76,10 @@ describe(`without /proc (${emptyProc ? 'an empty /proc' : 'proc_checks=off'}): t
 
   it('pm2 reload mid-stream: the daemon stays up; every line once but the one in doubt per swapped writer', async () => {
     const name = 'noproc-reload';
-    await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES, rate: RATE })]);
+    await sb.start([logApp(sb.work, { name, instances: 4, lines: LINES, rate: RATE, env: stopEnv(sb, name) })]);
     await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES, { timeoutMs: 60000, what: `${name} to be mid-stream` });
     await sb.pm2(['reload', name]);
+    await endStream(sb, name, LINES / 2);
     const r = await settleAndJudge(sb, name);
     expect(withinReloadDoubt(r), JSON.stringify(r.missingRanges)).toBe(true);
     expect(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8').trim()).toBe(daemonPid);

@@ -14,12 +14,12 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf } from '../support/apps.js';
 import { MODULE, PM2_BIN, Pm2Sandbox, processesUnder, waitFor } from '../support/pm2-sandbox.js';
-import { linesIn, settleAndJudge, writerProc } from '../support/scenario.js';
+import { endStream, linesIn, settleAndJudge, stopEnv, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const PM2_RUNTIME = path.join(path.dirname(PM2_BIN), 'pm2-runtime');
 const LINES = 4000;
-const RATE = 150; // lines per second per instance: 27 s of logging, room for a slow CLI (15 s seen at load 17)
+const RATE = 150; // lines per second per instance: up to 27 s of logging, room for a slow CLI (15 s seen at load 17); ended 600 lines after the restart (endStream)
 
 const alive = (pid: number) => {
   try {
@@ -62,8 +62,8 @@ describe(`pm2-runtime (containers)${EMPTY_PROC ? ', with an empty /proc' : ''}`,
     // The apps start logging when the test says so (pm2-runtime starts them before its CLI is usable).
     const go = path.join(sb.work, 'go');
     const apps = [
-      logApp(sb.work, { name: 'api', instances: 4, lines: LINES, rate: RATE, env: { WAIT_FOR_FILE: go } }),
-      logApp(sb.work, { name: 'worker', instances: 4, lines: LINES, rate: RATE, namespace: 'jobs', env: { WAIT_FOR_FILE: go } }),
+      logApp(sb.work, { name: 'api', instances: 4, lines: LINES, rate: RATE, env: { WAIT_FOR_FILE: go, ...stopEnv(sb, 'api') } }),
+      logApp(sb.work, { name: 'worker', instances: 4, lines: LINES, rate: RATE, namespace: 'jobs', env: { WAIT_FOR_FILE: go, ...stopEnv(sb, 'worker') } }),
     ];
     const eco = path.join(sb.work, 'ecosystem.config.js');
     fs.writeFileSync(eco, `module.exports = ${JSON.stringify({ apps }, null, 2)};\n`);
@@ -102,6 +102,7 @@ describe(`pm2-runtime (containers)${EMPTY_PROC ? ', with an empty /proc' : ''}`,
     const t0 = Date.now();
     await sb.pm2(['restart', String(w.pm_id)]);
     const restartMs = Date.now() - t0;
+    await Promise.all(['api', 'worker'].map((tag) => endStream(sb, tag, 600)));
     for (const tag of ['api', 'worker']) {
       const r = await settleAndJudge(sb, tag);
       expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });

@@ -20,12 +20,13 @@ import { readReports } from '../support/judge.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
 import fs from 'node:fs';
 import path from 'node:path';
-import { linesIn, lossAtOneMoment, restartWhileBehind, settleAndJudge, writerProc } from '../support/scenario.js';
+import { endStream, linesIn, lossAtOneMoment, restartWhileBehind, settleAndJudge, stopEnv, writerProc } from '../support/scenario.js';
 
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
-const LINES = 2400;
+const LINES = 2400; // at most, per instance: each test ends the logging MORE lines after its action (endStream)
 const RATE = 300;
+const MORE = LINES / 2;
 const KINDS = ['immediate', 'graceful', 'none'] as const;
 
 /** Every missing line of a judged app, as it would read in the file ("<tag> <pid> <seq>"). */
@@ -54,7 +55,7 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
   async function startAll(prefix: string) {
     const names = KINDS.map((k) => `${prefix}-${k}`);
     const env = (k: string) => (k === 'none' ? { SHUTDOWN: k, RECEIPTS: receipts(prefix) } : { SHUTDOWN: k });
-    await sb.start(KINDS.map((k, i) => logApp(sb.work, { name: names[i], instances: 4, lines: LINES, rate: RATE, env: env(k) })));
+    await sb.start(KINDS.map((k, i) => logApp(sb.work, { name: names[i], instances: 4, lines: LINES, rate: RATE, env: { ...env(k), ...stopEnv(sb, names[i]) } })));
     await waitFor(() => names.every((n) => linesIn(logFile(sb.work, n)) >= LINES), { timeoutMs: 90000, what: `${prefix} apps to be mid-stream` });
     const writers = await Promise.all(names.map((n) => writerProc(sb, n)));
     return { names, writers };
@@ -62,6 +63,7 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
 
   /** `moment`: when the last action's SIGINT had surely been sent (its command returned). */
   async function judgeAll(names: string[], writerPids: number[], senders: number, moment: number) {
+    await Promise.all(names.map((n) => endStream(sb, n, MORE)));
     for (const [i, kind] of KINDS.entries()) {
       // A writer without a handler dies with its own unflushed lines: those are not the relay's.
       const r = await settleAndJudge(sb, names[i], { excludePids: kind === 'none' ? [writerPids[i]] : [] });
@@ -81,13 +83,13 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
 
   it('pm2 restart <writer id>', async () => {
     const { names, writers } = await startAll('rw');
-    for (const w of writers) await sb.pm2(['restart', String(w.pm_id)]);
+    await sb.pm2(['restart', ...writers.map((w) => String(w.pm_id))]);
     await judgeAll(names, writers.map((w) => w.pid), 5, Date.now());
   });
 
   it('pm2 stop <writer id>, then pm2 start <writer id>', async () => {
     const { names, writers } = await startAll('ss');
-    for (const w of writers) await sb.pm2(['stop', String(w.pm_id)]);
+    await sb.pm2(['stop', ...writers.map((w) => String(w.pm_id))]);
     const stoppedAt = Date.now();
     // The writers stay stopped until every app holds packets (or its senders have finished).
     await waitFor(
@@ -98,13 +100,13 @@ describe('the writer stop window, for apps that stop in each of three ways', () 
       },
       { timeoutMs: 30000, what: 'packets to be held for every app' },
     );
-    for (const w of writers) await sb.pm2(['start', String(w.pm_id)]);
+    await sb.pm2(['start', ...writers.map((w) => String(w.pm_id))]);
     await judgeAll(names, writers.map((w) => w.pid), 5, stoppedAt);
   });
 
   it('pm2 restart <app> (writer and senders restarted)', async () => {
     const { names, writers } = await startAll('ra');
-    for (const n of names) await sb.pm2(['restart', n]);
+    await sb.pm2(['restart', ...names]);
     await judgeAll(names, writers.map((w) => w.pid), 8, Date.now());
   });
 

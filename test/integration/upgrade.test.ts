@@ -21,11 +21,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { linesIn, settleAndJudge } from '../support/scenario.js';
+import { endStream, linesIn, settleAndJudge, stopEnv } from '../support/scenario.js';
 
 const current = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const released = path.join(ROOT, 'test', 'fixtures', 'released', `${MODULE}-0.1.0.tgz`);
-const LINES = 4500; // per instance: 15 s at RATE, well past the install's gap
+const LINES = 4500; // per instance at most: 15 s at RATE, well past the install's gap; ended 1,200 lines after the install (endStream)
 const RATE = 300; // lines per second per instance
 
 /** The built tree (dist/, as globalSetup's pack left it) packed as another version. */
@@ -75,9 +75,10 @@ describe('pm2 install over a running module (upgrade and downgrade)', () => {
 
   async function installMidStream(tag: string, tarball: string) {
     const before = sb.moduleLogMark();
-    await sb.start([logApp(sb.work, { name: tag, instances: 4, lines: LINES, rate: RATE })]);
+    await sb.start([logApp(sb.work, { name: tag, instances: 4, lines: LINES, rate: RATE, env: stopEnv(sb, tag) })]);
     await waitFor(() => linesIn(logFile(sb.work, tag)) >= 1200, { timeoutMs: 60000, what: `${tag} to be mid-stream` });
     await install(tarball);
+    await endStream(sb, tag, 1200);
     const r = await settleAndJudge(sb, tag);
     console.log(`${tag}: sent ${r.sent}, missing ${r.missing}, duplicated ${r.duplicated}, foreign ${r.foreign}`);
     return { r, log: sb.moduleLog(before) };

@@ -9,11 +9,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, waitCaughtAtFork, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, stopEnv, waitCaughtAtFork, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
-const LINES = 2400;
+const LINES = 2400; // at most, per instance: each test ends the logging MORE lines after its action (endStream)
 const RATE = 300; // lines per second per instance
+const MORE = LINES / 2;
 
 describe('writers going away lose nothing', () => {
   let sb: InstanceType<typeof Pm2Sandbox>;
@@ -35,7 +36,7 @@ describe('writers going away lose nothing', () => {
   });
 
   async function startMidStream(name: string, opts: { instance_var?: string; instances?: number; env?: Record<string, string> } = {}) {
-    await sb.start([logApp(sb.work, { name, instances: opts.instances ?? 4, lines: LINES, rate: RATE, instance_var: opts.instance_var, env: opts.env })]);
+    await sb.start([logApp(sb.work, { name, instances: opts.instances ?? 4, lines: LINES, rate: RATE, instance_var: opts.instance_var, env: { ...opts.env, ...stopEnv(sb, name) } })]);
     // Mid-stream: a good share of the lines are written before the writer goes away.
     await waitFor(() => linesIn(logFile(sb.work, name)) >= LINES, { timeoutMs: 60000, what: `${name} to be mid-stream` });
     return writerProc(sb, name, opts.instance_var);
@@ -50,6 +51,7 @@ describe('writers going away lose nothing', () => {
   it('pm2 restart <writer id>', async () => {
     const w = await startMidStream('restarted');
     await sb.pm2(['restart', String(w.pm_id)]);
+    await endStream(sb, 'restarted', MORE);
     const r = await settleAndJudge(sb, 'restarted');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(5); // 4 + the restarted writer's new process
@@ -63,6 +65,7 @@ describe('writers going away lose nothing', () => {
     const w2 = await writerProc(sb, 'custom-var', 'INSTANCE_ID');
     await waitFor(() => linesIn(logFile(sb.work, 'custom-var')) >= LINES * 2, { timeoutMs: 60000, what: 'more lines' });
     await sb.pm2(['restart', String(w2.pm_id)]);
+    await endStream(sb, 'custom-var', MORE);
     const r = await settleAndJudge(sb, 'custom-var');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(6);
@@ -74,6 +77,7 @@ describe('writers going away lose nothing', () => {
     // would hand it the held lines before it listens, and they would be lost.
     const w = await startMidStream('late-config', { env: { CONFIGURE_DELAY_MS: '3000' } });
     await sb.pm2(['restart', String(w.pm_id)]);
+    await endStream(sb, 'late-config', MORE);
     const r = await settleAndJudge(sb, 'late-config');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(5);
@@ -90,6 +94,7 @@ describe('writers going away lose nothing', () => {
       timeoutMs: 30000,
       what: 'PM2 to restart the killed writer',
     });
+    await endStream(sb, 'crashed', MORE);
     // The killed writer's own unflushed lines die with it. So do the packets PM2 had already put
     // into its IPC pipe that it had not read yet: PM2 reported them delivered, and nobody can
     // know whether the dead process read them (re-sending would duplicate those it did). That
@@ -114,6 +119,7 @@ describe('writers going away lose nothing', () => {
     const before = (await sb.trigger('status')).reloadProbe;
     expect(before.unprobed).toBeGreaterThan(0);
     await sb.pm2(['reload', 'reloaded']);
+    await endStream(sb, 'reloaded', MORE);
     const r = await settleAndJudge(sb, 'reloaded');
     expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
     expect(r.senders).toBe(8);
@@ -130,6 +136,7 @@ describe('writers going away lose nothing', () => {
     // (1 line twice, seen in about 1 reload in 4 under load); the probe sent with it says.
     const w = await startMidStream('reload-late');
     await reloadWhileAnswerReadLate(sb, w);
+    await endStream(sb, 'reload-late', MORE);
     const r = await settleAndJudge(sb, 'reload-late');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(r.senders).toBe(5);
@@ -138,14 +145,15 @@ describe('writers going away lose nothing', () => {
 
   it('pm2 reload <namespace>: two apps (5 and 3 instances) reloaded together', async () => {
     await sb.start([
-      logApp(sb.work, { name: 'rl-five', namespace: 'rl', instances: 5, lines: LINES, rate: RATE }),
-      logApp(sb.work, { name: 'rl-three', namespace: 'rl', instances: 3, lines: LINES, rate: RATE }),
+      logApp(sb.work, { name: 'rl-five', namespace: 'rl', instances: 5, lines: LINES, rate: RATE, env: stopEnv(sb, 'rl-five') }),
+      logApp(sb.work, { name: 'rl-three', namespace: 'rl', instances: 3, lines: LINES, rate: RATE, env: stopEnv(sb, 'rl-three') }),
     ]);
     await waitFor(() => linesIn(logFile(sb.work, 'rl-five')) >= LINES && linesIn(logFile(sb.work, 'rl-three')) >= LINES / 2, {
       timeoutMs: 60000,
       what: 'rl-five and rl-three to be mid-stream',
     });
     await sb.pm2(['reload', 'rl']);
+    await Promise.all(['rl-five', 'rl-three'].map((tag) => endStream(sb, tag, MORE)));
     for (const [tag, n] of [['rl-five', 5], ['rl-three', 3]] as const) {
       const r = await settleAndJudge(sb, tag);
       expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
@@ -159,6 +167,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['stop', String(w.pm_id)]);
     await waitFor(async () => (await sb.trigger('status')).apps.find((a: { name: string }) => a.name === 'stopped')?.held > 100, { timeoutMs: 30000, what: 'packets to be held' });
     await sb.pm2(['start', String(w.pm_id)]);
+    await endStream(sb, 'stopped', MORE);
     const r = await settleAndJudge(sb, 'stopped');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     expect(sb.moduleLog()).toMatch(/app=stopped .*delivering \d+ held log packets to writer pm_id=\d+/);
@@ -169,6 +178,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['scale', 'scaled', '2']);
     await waitFor(async () => (await appProcs(sb, 'scaled')).length === 2, { timeoutMs: 30000, what: 'scale down' });
     await sb.pm2(['scale', 'scaled', '4']);
+    await endStream(sb, 'scaled', MORE);
     const r = await settleAndJudge(sb, 'scaled');
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
     await expectModuleUnharmed();
@@ -178,6 +188,7 @@ describe('writers going away lose nothing', () => {
     await startMidStream('settings');
     await sb.pm2(['set', 'pm2-scoped-intercom:buffer_mb', '48']);
     await waitFor(() => /relaying .*buffer_mb=48/.test(sb.moduleLog()), { timeoutMs: 30000, what: 'the module to restart with the new setting' });
+    await endStream(sb, 'settings', MORE);
     const r = await settleAndJudge(sb, 'settings');
     console.log(`module restart during logging at ${4 * RATE} lines/s: ${r.missing} lines lost`);
     expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
@@ -189,6 +200,7 @@ describe('writers going away lose nothing', () => {
     await sb.pm2(['set', 'pm2-scoped-intercom:report_interval', '7']);
     await sb.pm2(['set', 'pm2-scoped-intercom:report_interval', '6']);
     await waitFor(() => /relaying .*report_interval=6/.test(sb.moduleLog()), { timeoutMs: 60000, what: 'the module to restart with the second setting' });
+    await endStream(sb, 'settings-twice', MORE);
     const r = await settleAndJudge(sb, 'settings-twice');
     expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });
   });
@@ -209,11 +221,12 @@ describe('writers going away lose nothing', () => {
     // `all` means every app: the earlier tests' apps (about 30 processes, which would each log
     // their lines again) go first, so the test restarts the two apps it judges.
     const others = [...new Set((await sb.jlist()).map((p: { name: string }) => p.name).filter((n: string) => n !== 'pm2-scoped-intercom'))];
-    for (const name of others) await sb.pm2(['delete', name]);
+    if (others.length > 0) await sb.pm2(['delete', ...others]);
     await startMidStream('all-a');
-    await sb.start([logApp(sb.work, { name: 'all-b', instances: 3, lines: LINES, rate: RATE })]);
+    await sb.start([logApp(sb.work, { name: 'all-b', instances: 3, lines: LINES, rate: RATE, env: stopEnv(sb, 'all-b') })]);
     await waitFor(() => linesIn(logFile(sb.work, 'all-b')) >= LINES, { timeoutMs: 60000, what: 'all-b to be mid-stream' });
     await sb.pm2(['restart', 'all']);
+    await Promise.all(['all-a', 'all-b'].map((tag) => endStream(sb, tag, MORE)));
     for (const tag of ['all-a', 'all-b']) {
       const r = await settleAndJudge(sb, tag);
       expect(r).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 });

@@ -2,6 +2,7 @@
 /** Scenario helpers over a Pm2Sandbox: who is the writer, wait for senders, judge an app. */
 const { judge, formatJudgement, readReports } = require('./judge');
 const fs = require('fs');
+const path = require('path');
 const { logFile, reportDirOf } = require('./apps');
 const { waitFor } = require('./pm2-sandbox');
 
@@ -63,6 +64,24 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
   const ranges = r[tag].missingRanges.slice(0, 12).map((m) => `pid ${m.pid} #${m.first}-${m.last}${m.dueAt ? ` due ${new Date(m.dueAt).toISOString().slice(11, 23)}` : ''}`);
   console.log(`${tag}:\n${formatJudgement(r)}${ranges.length ? `\nmissing: ${ranges.join(', ')}` : ''}`);
   return r[tag];
+}
+
+/** The file that ends an app's logging (log-app.js STOP_FILE): `logApp(..., { env: stopEnv(sb, tag) })`. */
+function stopEnv(sb, tag) {
+  return { STOP_FILE: path.join(sb.work, `${tag}.stop`) };
+}
+
+/**
+ * End an app's logging phase (its senders started with `stopEnv`) once its file has grown by
+ * `more` lines from now, so the stream went on past what the test did, or once no sender of it
+ * is still logging. Bounds the phase by what it is for, not by a line count sized for a slow CLI.
+ */
+async function endStream(sb, tag, more) {
+  const file = logFile(sb.work, tag);
+  const from = linesIn(file);
+  const logging = () => readReports(reportDirOf(sb.work)).some((r) => r.tag === tag && !r.done && alive(r.pid));
+  await waitFor(() => linesIn(file) >= from + more || !logging(), { timeoutMs: 60000, every: 100, what: `${more} more lines of ${tag} (from ${from})` });
+  fs.writeFileSync(stopEnv(sb, tag).STOP_FILE, '');
 }
 
 /** Whether the module holds nothing and has nothing in flight for any app named `name` (status trigger). */
@@ -170,7 +189,6 @@ function sigintPending(pid) {
  * runs its SIGINT handler before the daemon can write any more. Linux only (/proc).
  */
 async function restartWhileBehind(sb, writers, stallMs = 1000) {
-  const path = require('path');
   const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
   const cont = (pid) => {
     try {
@@ -204,7 +222,6 @@ async function restartWhileBehind(sb, writers, stallMs = 1000) {
  * looks like the new worker's (written before the swap, read after the fork): sent again, twice.
  */
 async function reloadWhileAnswerReadLate(sb, writer) {
-  const path = require('path');
   const daemon = Number(fs.readFileSync(path.join(sb.home, 'pm2.pid'), 'utf8'));
   const mod = (await sb.moduleProc()).pid;
   const cont = (pid) => {
@@ -250,4 +267,4 @@ async function reloadWhileAnswerReadLate(sb, writer) {
   }
 }
 
-module.exports = { waitDelivered, waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
+module.exports = { stopEnv, endStream, waitDelivered, waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
