@@ -88,6 +88,17 @@ export function isParkedPmId(id: unknown): boolean {
   return typeof id === 'string' && id.startsWith('_old_');
 }
 
+/** Per pm_id in a `pm2 list`, the generation PM2 has under it (its pm_uptime). */
+export function generationsOf(envs: readonly Pm2Env[]): Map<number, number> {
+  const gens = new Map<number, number>();
+  for (const env of envs) {
+    const id = numericPmId(env.pm_id);
+    const startedAt = toNumber(env.pm_uptime);
+    if (id !== undefined && startedAt !== undefined) gens.set(id, startedAt);
+  }
+  return gens;
+}
+
 export type TableChange =
   | { kind: 'online'; proc: ProcessInfo }
   | { kind: 'offline'; proc: ProcessInfo }

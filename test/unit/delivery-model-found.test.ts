@@ -201,19 +201,15 @@ describe('delivery model findings', () => {
     await play({ config: { maxInflight: 1, spoolMb: 1 }, cmds }, { known: true });
   });
 
-  it.fails('10. (known lags) a send PM2 handled after a reload\'s swap, answered in the same millisecond as the swap\'s stamp, counts as the old worker\'s although the probe said swapped', async () => {
-    // Seed 212290232 of `node scripts/model.js 10000 --known` (2026-12-07). Traced (2026-12-08):
-    // not the timing rule. The send's answer (probe: swapped) comes while its target is not yet
-    // replaced (replacedAt Infinity), so it is remembered for the judgement at the new worker's
-    // `online`, which the module never sees (the event is lost in the restart's gap, a `known`
-    // lag). At shutdown Outbox.keepUnjudged keeps swapped sends only where forkedSince(pmId) is
-    // true, but the old worker has already been retired: it is no child of the daemon any more,
-    // so forks.ts cannot compare and says undefined, and the send is dropped with the old module.
-    // Not fixed: keeping every swapped send at shutdown would send twice one that an earlier
-    // reload's new worker (already listening, `_old_` still parked) had written; the fix needs
-    // the newer process's start time at shutdown, to judge as `replaced` does (generation.ts).
-    // Putting the probe's `true` before the timing rule breaks generation.test.ts for the same
-    // reason (a probe from an earlier reload).
+  it('10. (known lags) a send PM2 handled after a reload\'s swap, answered before the module heard of the swap, was lost at a module restart once the old worker had exited', async () => {
+    // Seed 212290232 of `node scripts/model.js 10000 --known` (2026-12-07). The send's answer
+    // (probe: swapped) comes while its target is not yet replaced (replacedAt Infinity), so it is
+    // remembered for the judgement at the new worker's `online`, which the module never sees (the
+    // event is lost in the restart's gap, a `known` lag). At shutdown Outbox.keepUnjudged kept
+    // swapped sends only where forkedSince(pmId) was true, but the old worker had already been
+    // retired: no child of the daemon any more, so forks.ts could not compare, and the send was
+    // dropped with the old module. Keeping every swapped send would send twice one that an earlier
+    // reload's new worker (already listening, `_old_` still parked) had written.
     const cmds: Cmd[] = [
       { t: 'log', pmId: 1, parked: false, n: 1, big: false },
       { t: 'bus', n: 1 },
@@ -223,6 +219,8 @@ describe('delivery model findings', () => {
       { t: 'moduleRestart' },
       { t: 'log', pmId: 0, parked: false, n: 1, big: false },
     ];
-    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
+    // Fixed: at shutdown the generation `pm2 list` shows under the pm_id judges the remembered sends
+    // as its `online` would have (replays.ts unjudged, relay.ts generationsNow).
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true });
   });
 });

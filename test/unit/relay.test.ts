@@ -266,6 +266,25 @@ describe('Relay', () => {
     expect(kept).toEqual(['8', '9', '10', '11']);
   });
 
+  it('at shutdown, PM2\'s generation under each pm_id (for the sends still to judge): read only when something went out, given up after the timeout', async () => {
+    const { client, relay, timers } = await setup({}, cluster('web', 2, 0, { pm_uptime: 500 }));
+    let lists = 0;
+    const list = client.list.bind(client);
+    client.list = () => (lists++, list());
+    expect(await relay.generationsNow(500)).toBeUndefined();
+    expect(lists).toBe(0);
+    logs(client, 1, 'web', 0, 1);
+    await flush();
+    relay.stop();
+    client.procs[0] = { ...client.procs[0], pm_uptime: 900 };
+    expect(await relay.generationsNow(500)).toEqual(new Map([[0, 900], [1, 500]]));
+    client.list = () => (lists++, new Promise(() => {}));
+    const late = relay.generationsNow(500);
+    timers.advance(500);
+    expect(await late).toBeUndefined();
+    expect(lists).toBe(2);
+  });
+
   it('drops what a deleted app held, with one line', async () => {
     const { client, relay, lines, timers } = await setup();
     client.event('exit', env({ pm_id: 0, name: 'web', status: 'stopped', NODE_APP_INSTANCE: 0 }));
