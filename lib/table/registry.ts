@@ -272,12 +272,16 @@ export class Registry {
     return [];
   }
 
-  /** A send to this process failed: take it out of service until PM2 says it is online again. */
+  /**
+   * A send to this process failed, or it was found vacated: take it out of service until PM2 says it
+   * is online again. Counted as an event: a list asked for before it is older than what it found.
+   */
   markUnreachable(pmId: number): ProcessInfo | undefined {
     const p = this.#procs.get(pmId);
     if (p && p.readyAt !== Infinity) {
       p.readyAt = Infinity;
       p.status = 'unreachable';
+      p.eventSeq = ++this.#eventSeq;
       return p;
     }
     return undefined;

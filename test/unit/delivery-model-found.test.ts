@@ -223,4 +223,31 @@ describe('delivery model findings', () => {
     // as its `online` would have (replays.ts unjudged, relay.ts generationsNow).
     await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true });
   });
+
+  it('11. a list asked for before a reload swapped the writer, answered after the module took it out of service, brings it back: what it had been handed is forgotten', async () => {
+    // `node scripts/model.js 20000` (2026-12-08, seed -750765232; no `known` lag). web/blue's line
+    // m0 goes to its writer pm_id 3; `pm2 reload` swaps it and PM2 hands m0 to the new worker
+    // (probe: swapped). Its answer comes before the new worker's `online`: m0 is remembered for that
+    // judgement, and the forks check finds the new worker before the next send: pm_id 3 out of
+    // service (vacated, replaced). A list asked for at 10701 (after pm_id 0's `online`), answered
+    // now, still shows pm_id 3's old generation online: the registry took it online again, the
+    // outbox detached the target without a judgement (same generation), and m0 with it. The
+    // new worker's `online` then found no target to judge.
+    const cmds: Cmd[] = [
+      { t: 'reload', pmId: 0, d: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'bus', n: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'log', pmId: 4, parked: false, n: 2, big: false },
+      { t: 'bus', n: 2 },
+      { t: 'reload', pmId: 3, d: 1 },
+      { t: 'handle', n: 1 },
+      { t: 'answer', n: 1 },
+      { t: 'answerList' },
+      { t: 'log', pmId: 0, parked: false, n: 1, big: false },
+    ];
+    // Fixed: taking a process out of service counts as an event (registry.ts markUnreachable), so a
+    // list asked for before it is stale for that process and read again.
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds });
+  });
 });

@@ -164,8 +164,8 @@ describe('Relay', () => {
   it('stops sending the moment PM2 forks a new process under the writer\'s pm_id (reload), before any event', async () => {
     let forked = false;
     const newcomers = {
-      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
-      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known > 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => (known > 0 ? forked && pmId === 0 && known !== 2000 : undefined),
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay, lines, reporter } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
@@ -198,8 +198,8 @@ describe('Relay', () => {
   it('a send answered late (this process busy) before the fork reached the old writer: not sent again; one answered after the fork is', async () => {
     let forked = false;
     const newcomers = {
-      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
-      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known > 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => (known > 0 ? forked && pmId === 0 && known !== 2000 : undefined),
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
