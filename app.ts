@@ -30,6 +30,12 @@ const DRAIN_MS = 1200;
 /** Then how long the answers to sends still out are waited for, so each is judged before the state is saved (PM2's kill_timeout for the module: 8 s). */
 const ANSWERS_MS = 1000;
 /**
+ * Then how long `pm2 list` is waited for, to judge the sends that reached a process whose `online`
+ * this run did not hear (lib/deliver/replays.ts unjudged); read only if anything was delivered.
+ * Every wait at its bound (bridge 4 s, marker 1 s, drain, answers, this, close 0.2 s): 7.9 s, under 8.
+ */
+const LIST_MS = 500;
+/**
  * PM2's daemon: the module's parent, since PM2 forks its modules. bench/profile-relay.js runs the
  * module outside PM2 (PM2 cannot pass it node flags) and names the daemon here, so that the /proc
  * checks and the reload probe's window look at the daemon, as under PM2, not at the profiler.
@@ -197,7 +203,7 @@ function onShutdown(parts: Parts, ticker: { stop(): void }, save: (held?: Record
     const drained = await relay.drain(DRAIN_MS);
     const answered = await stopSending(relay, ANSWERS_MS);
     if (!answered) warn(`stopping with ${relay.outbox.inflight} sends PM2 has not answered within ${ANSWERS_MS} ms: their lines may be lost`);
-    const held = relay.heldPackets();
+    const held = relay.heldPackets(await relay.generationsNow(LIST_MS));
     const n = Object.values(held).reduce((s, l) => s + l.length, 0);
     try {
       save(n > 0 ? held : undefined);

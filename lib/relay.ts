@@ -241,10 +241,15 @@ export class Relay {
   }
 
 
-  /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk). */
-  heldPackets(): Record<string, OutPacket[]> {
+  /** At shutdown, once every send is answered: PM2's generation under each pm_id now, for `heldPackets` (none if nothing went out). */
+  async generationsNow(timeoutMs: number): Promise<ReadonlyMap<number, number> | undefined> {
+    return this.counters.out > 0 ? this.#lists.generations(timeoutMs) : undefined;
+  }
+
+  /** Log packets held in memory per app, taken out for the state written at shutdown (the spool stays on disk); `generations`: see `generationsNow`. */
+  heldPackets(generations?: ReadonlyMap<number, number>): Record<string, OutPacket[]> {
     this.#spool?.close();
-    this.outbox.keepUnjudged();
+    this.outbox.keepUnjudged(generations && ((pmId) => generations.get(pmId)));
     return this.hold.takeMemoryHeld();
   }
 

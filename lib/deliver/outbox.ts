@@ -264,9 +264,9 @@ export class Outbox {
     if (startedAt > t.startedAt) this.#replays.replaced(t, startedAt, dead);
   }
 
-  /** At shutdown: what reached a worker a reload forked, whose `online` this run will not see, is kept. */
-  keepUnjudged(): void {
-    for (const t of this.#targets.all()) if (this.#writers.forkedSince(t.pmId) === true) this.#replays.unjudged(t);
+  /** At shutdown: what reached a process whose `online` this run will not see is kept (Replays.unjudged). */
+  keepUnjudged(generationNow?: (pmId: number) => number | undefined): void {
+    for (const t of this.#targets.all()) this.#replays.unjudged(t, generationNow?.(t.pmId), () => this.#writers.forkedSince(t.pmId) === true);
   }
 
   #sendOne(t: Target<AppSends>, packet: OutPacket, app: AppSends | null, cost = 0): void {

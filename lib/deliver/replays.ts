@@ -53,11 +53,17 @@ export class Replays<A extends Forwarded> {
   }
 
   /**
-   * At shutdown: sends the probe says reached a worker a reload had just forked under the target's
-   * pm_id, whose `online` this run will not see: back into the hold buffer, to be saved with it.
+   * At shutdown: what reached a new process under the target's pm_id, whose `online` this run will
+   * not see, goes back into the hold buffer, to be saved with it. `generationNow`: the pm_uptime
+   * `pm2 list` shows under the pm_id now; a newer one than the target's judges its sends as that
+   * `online` would have (`replaced`): a send the probe says swapped may have reached the target
+   * itself, while an earlier reload's old worker was still parked. Without a list, the probe's word
+   * is taken where the daemon's children show a process forked since the target's (`forked`).
    */
-  unjudged(t: Target<A>): void {
-    this.#requeue(t.pmId, t.recent.takeSwapped());
+  unjudged(t: Target<A>, generationNow: number | undefined, forked: () => boolean): void {
+    if (generationNow !== undefined) {
+      if (generationNow > t.startedAt) this.replaced(t, generationNow, t.state === 'dead');
+    } else if (forked()) this.#requeue(t.pmId, t.recent.takeSwapped());
   }
 
   #requeue(pmId: number, byApp: Map<A, OutPacket[]>): void {

@@ -6,7 +6,7 @@
  * before an app started must not be the last word on it.
  */
 import type { Timers } from '../shared/clock';
-import type { Pm2Env, Registry, TableChange } from './registry';
+import { generationsOf, type Pm2Env, type Registry, type TableChange } from './registry';
 
 /** How soon a list is read again after one that was asked for too early. */
 const AGAIN_MS = 50;
@@ -74,6 +74,23 @@ export class ListReader {
         }
       });
     return this.#reading;
+  }
+
+  /**
+   * The generation (pm_uptime) PM2 has under each pm_id now, from a list read within `timeoutMs` and
+   * applied to nothing (at shutdown, after `stop`); undefined when none came in time.
+   */
+  async generations(timeoutMs: number): Promise<Map<number, number> | undefined> {
+    let timer: unknown;
+    const late = new Promise<undefined>((resolve) => (timer = this.#opts.timers.setTimeout(() => resolve(undefined), timeoutMs)));
+    try {
+      const envs = await Promise.race([this.#opts.list(), late]);
+      return envs && generationsOf(envs);
+    } catch {
+      return undefined;
+    } finally {
+      this.#opts.timers.clearTimeout(timer);
+    }
   }
 
   stop(): void {

@@ -88,6 +88,17 @@ export function isParkedPmId(id: unknown): boolean {
   return typeof id === 'string' && id.startsWith('_old_');
 }
 
+/** Per pm_id in a `pm2 list`, the generation PM2 has under it (its pm_uptime). */
+export function generationsOf(envs: readonly Pm2Env[]): Map<number, number> {
+  const gens = new Map<number, number>();
+  for (const env of envs) {
+    const id = numericPmId(env.pm_id);
+    const startedAt = toNumber(env.pm_uptime);
+    if (id !== undefined && startedAt !== undefined) gens.set(id, startedAt);
+  }
+  return gens;
+}
+
 export type TableChange =
   | { kind: 'online'; proc: ProcessInfo }
   | { kind: 'offline'; proc: ProcessInfo }
@@ -261,12 +272,16 @@ export class Registry {
     return [];
   }
 
-  /** A send to this process failed: take it out of service until PM2 says it is online again. */
+  /**
+   * A send to this process failed, or it was found vacated: take it out of service until PM2 says it
+   * is online again. Counted as an event: a list asked for before it is older than what it found.
+   */
   markUnreachable(pmId: number): ProcessInfo | undefined {
     const p = this.#procs.get(pmId);
     if (p && p.readyAt !== Infinity) {
       p.readyAt = Infinity;
       p.status = 'unreachable';
+      p.eventSeq = ++this.#eventSeq;
       return p;
     }
     return undefined;

@@ -201,19 +201,15 @@ describe('delivery model findings', () => {
     await play({ config: { maxInflight: 1, spoolMb: 1 }, cmds }, { known: true });
   });
 
-  it.fails('10. (known lags) a send PM2 handled after a reload\'s swap, answered in the same millisecond as the swap\'s stamp, counts as the old worker\'s although the probe said swapped', async () => {
-    // Seed 212290232 of `node scripts/model.js 10000 --known` (2026-12-07). Traced (2026-12-08):
-    // not the timing rule. The send's answer (probe: swapped) comes while its target is not yet
-    // replaced (replacedAt Infinity), so it is remembered for the judgement at the new worker's
-    // `online`, which the module never sees (the event is lost in the restart's gap, a `known`
-    // lag). At shutdown Outbox.keepUnjudged keeps swapped sends only where forkedSince(pmId) is
-    // true, but the old worker has already been retired: it is no child of the daemon any more,
-    // so forks.ts cannot compare and says undefined, and the send is dropped with the old module.
-    // Not fixed: keeping every swapped send at shutdown would send twice one that an earlier
-    // reload's new worker (already listening, `_old_` still parked) had written; the fix needs
-    // the newer process's start time at shutdown, to judge as `replaced` does (generation.ts).
-    // Putting the probe's `true` before the timing rule breaks generation.test.ts for the same
-    // reason (a probe from an earlier reload).
+  it('10. (known lags) a send PM2 handled after a reload\'s swap, answered before the module heard of the swap, was lost at a module restart once the old worker had exited', async () => {
+    // Seed 212290232 of `node scripts/model.js 10000 --known` (2026-12-07). The send's answer
+    // (probe: swapped) comes while its target is not yet replaced (replacedAt Infinity), so it is
+    // remembered for the judgement at the new worker's `online`, which the module never sees (the
+    // event is lost in the restart's gap, a `known` lag). At shutdown Outbox.keepUnjudged kept
+    // swapped sends only where forkedSince(pmId) was true, but the old worker had already been
+    // retired: no child of the daemon any more, so forks.ts could not compare, and the send was
+    // dropped with the old module. Keeping every swapped send would send twice one that an earlier
+    // reload's new worker (already listening, `_old_` still parked) had written.
     const cmds: Cmd[] = [
       { t: 'log', pmId: 1, parked: false, n: 1, big: false },
       { t: 'bus', n: 1 },
@@ -223,6 +219,35 @@ describe('delivery model findings', () => {
       { t: 'moduleRestart' },
       { t: 'log', pmId: 0, parked: false, n: 1, big: false },
     ];
-    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true }).catch(rethrowIf(/settled: 1 packets never written/));
+    // Fixed: at shutdown the generation `pm2 list` shows under the pm_id judges the remembered sends
+    // as its `online` would have (replays.ts unjudged, relay.ts generationsNow).
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds }, { known: true });
+  });
+
+  it('11. a list asked for before a reload swapped the writer, answered after the module took it out of service, brings it back: what it had been handed is forgotten', async () => {
+    // `node scripts/model.js 20000` (2026-12-08, seed -750765232; no `known` lag). web/blue's line
+    // m0 goes to its writer pm_id 3; `pm2 reload` swaps it and PM2 hands m0 to the new worker
+    // (probe: swapped). Its answer comes before the new worker's `online`: m0 is remembered for that
+    // judgement, and the forks check finds the new worker before the next send: pm_id 3 out of
+    // service (vacated, replaced). A list asked for at 10701 (after pm_id 0's `online`), answered
+    // now, still shows pm_id 3's old generation online: the registry took it online again, the
+    // outbox detached the target without a judgement (same generation), and m0 with it. The
+    // new worker's `online` then found no target to judge.
+    const cmds: Cmd[] = [
+      { t: 'reload', pmId: 0, d: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'bus', n: 1 },
+      { t: 'advance', ms: 600 },
+      { t: 'log', pmId: 4, parked: false, n: 2, big: false },
+      { t: 'bus', n: 2 },
+      { t: 'reload', pmId: 3, d: 1 },
+      { t: 'handle', n: 1 },
+      { t: 'answer', n: 1 },
+      { t: 'answerList' },
+      { t: 'log', pmId: 0, parked: false, n: 1, big: false },
+    ];
+    // Fixed: taking a process out of service counts as an event (registry.ts markUnreachable), so a
+    // list asked for before it is stale for that process and read again.
+    await play({ config: { maxInflight: 1, spoolMb: 0 }, cmds });
   });
 });

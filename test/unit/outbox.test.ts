@@ -20,7 +20,8 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
   const vacancy = new Map<number, Vacancy>();
   const calls: string[] = [];
   const idle = { now: true, asked: 0 };
-  const forks = { asked: 0 };
+  /** What the daemon's children say of a fork since the target's process (forks.ts). */
+  const forks = { asked: 0, forked: undefined as boolean | undefined };
   const timers = new FakeTimers();
   const gate: SendGate = {
     writerOf: (key) => writer.get(key),
@@ -28,7 +29,7 @@ function setup(opts: { maxInflight?: number; bufferBytes?: number; unreadBudget?
     vacancy: (pmId) => vacancy.get(pmId),
     forkedSince: () => {
       forks.asked++;
-      return undefined;
+      return forks.forked;
     },
     caughtUp: () => {
       idle.asked++;
@@ -210,6 +211,70 @@ describe('Outbox', () => {
     expect(pending).toHaveLength(0);
     expect(counters).toMatchObject({ out: 1 });
     expect(hold.takeMemoryHeld()).toEqual({ web: seq('web', 1, 3).map((data) => ({ topic: 'log4js:message', data })) });
+  });
+
+  describe('at shutdown, sends whose judgement waits for an `online` this run will not see (keepUnjudged)', () => {
+    /** web-0 sent before a reload's stamp, web-1 after it; both answered after the swap. */
+    const around = (swapped: [boolean, boolean], startedAt = 0) => {
+      const s = setup();
+      s.writer.set('web', 0);
+      s.generation.set(0, startedAt);
+      s.tick(10);
+      s.log('web', 0, 1);
+      s.tick(1);
+      const stamp = Math.floor(s.tick(0)) + 1;
+      s.tick(3);
+      s.pending.shift()!.done(null, swapped[0]);
+      s.log('web', 1, 2);
+      s.tick(1);
+      s.pending.shift()!.done(null, swapped[1]);
+      s.outbox.stop();
+      return { ...s, stamp };
+    };
+    const kept = (hold: HoldBuffer) => (hold.takeMemoryHeld().web ?? []).map((p) => p.data);
+
+    it('the list shows a newer generation: judged as its `online` would have, though its old worker has gone (forks.ts cannot tell)', () => {
+      const { outbox, hold, calls, counters, stamp } = around([true, true]);
+      outbox.keepUnjudged((pmId) => (pmId === 0 ? stamp : undefined));
+      expect(calls).toEqual(['replayed 0 2']);
+      expect(counters).toMatchObject({ out: 0, held: 2 });
+      expect(kept(hold)).toEqual(seq('web', 0, 2));
+    });
+
+    it('... and by the probe\'s word for a send written before the stamp: one PM2 handled before the swap stays delivered', () => {
+      const { outbox, hold, counters, stamp } = around([false, true]);
+      outbox.keepUnjudged(() => stamp);
+      expect(counters).toMatchObject({ out: 1, held: 1 });
+      expect(kept(hold)).toEqual(seq('web', 1, 2));
+    });
+
+    it('the target is the generation the list shows: a probe that saw an earlier reload\'s old worker parked is no reason to send again', () => {
+      const { outbox, hold, calls, counters, forks } = around([true, true], 500);
+      forks.forked = true; // the daemon's children alone would have it kept
+      outbox.keepUnjudged(() => 500);
+      expect(calls).toEqual([]);
+      expect(counters).toMatchObject({ out: 2, held: 0 });
+      expect(kept(hold)).toEqual([]);
+    });
+
+    it('a generation started after both were answered (a crash restart): the target had them, nothing is kept', () => {
+      const { outbox, hold, counters, forks, tick } = around([true, true], 500);
+      forks.forked = true;
+      tick(5);
+      outbox.keepUnjudged(() => Math.floor(tick(0)));
+      expect(counters).toMatchObject({ out: 2, held: 0 });
+      expect(kept(hold)).toEqual([]);
+    });
+
+    it('without a list: the probe\'s word, where the daemon\'s children show a process forked since the target\'s', () => {
+      for (const forked of [true, false, undefined]) {
+        const { outbox, hold, counters, forks } = around([false, true]);
+        forks.forked = forked;
+        outbox.keepUnjudged();
+        expect(counters).toMatchObject(forked ? { out: 1, held: 1 } : { out: 2, held: 0 });
+        expect(kept(hold)).toEqual(forked ? seq('web', 1, 2) : []);
+      }
+    });
   });
 
   it('relays go out per target, a fresh object each, and are never held', () => {

@@ -14,11 +14,13 @@ import { ROOT } from '../support/pm2-sandbox.js';
 /**
  * Measured 2026-12-03: 207,831 bytes unpacked, 61,857 packed, 46 files; after the send guard, the
  * writer table and messages units, batches and the log4js appender: 340,131 unpacked, 103,057
- * packed, 62 files (README 54 KB of it). The bounds leave room to grow by about half; a tarball past
- * them has picked up something it should not ship.
+ * packed, 62 files (README 54 KB of it); 2026-12-08, with model findings 10 and 11 fixed: 497,947
+ * unpacked, 151,379 packed, 108 files (main before them: 493,041 and 149,961, 39 bytes under the
+ * bound then). The bounds leave room to grow by about half; a tarball past them has picked up
+ * something it should not ship.
  */
-const MAX_UNPACKED = 500_000;
-const MAX_PACKED = 150_000;
+const MAX_UNPACKED = 750_000;
+const MAX_PACKED = 225_000;
 
 function npm(args: string[], timeoutMs = 90_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -175,6 +175,20 @@ describe('apps that announce readiness', () => {
       expect(r.process(0)).toMatchObject({ status: 'online', pid: 200, readyAt: NOW + 1000 });
     });
 
+    it('does not take back into service a process found unreachable after it was asked for (a reload may have swapped it)', () => {
+      const r = new Registry({ readyDelay: 1000 });
+      r.applySnapshot(cluster('a', 1, 0, { pm_uptime: NOW - 5000, pid: 100 }), NOW);
+      const askedAt = r.eventSeq;
+      expect(r.markUnreachable(0)).toBeDefined();
+      const ch = r.applySnapshot(cluster('a', 1, 0, { pm_uptime: NOW - 5000, pid: 100 }), NOW + 5, askedAt);
+      expect(ch).toEqual([]);
+      expect(r.process(0)).toMatchObject({ status: 'unreachable', readyAt: Infinity });
+      expect(r.snapshotWasStale).toBe(true);
+      // Asked for after it: the list is the truth again.
+      r.applySnapshot(cluster('a', 1, 0, { pm_uptime: NOW - 5000, pid: 100 }), NOW + 10, r.eventSeq);
+      expect(r.process(0)).toMatchObject({ status: 'online', readyAt: NOW + 1010 });
+    });
+
     it('does not bring back a process deleted after it was asked for', () => {
       const r = new Registry({ readyDelay: 1000 });
       r.applySnapshot(cluster('a', 2, 0), NOW);

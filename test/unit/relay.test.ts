@@ -164,8 +164,8 @@ describe('Relay', () => {
   it('stops sending the moment PM2 forks a new process under the writer\'s pm_id (reload), before any event', async () => {
     let forked = false;
     const newcomers = {
-      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
-      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known > 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => (known > 0 ? forked && pmId === 0 && known !== 2000 : undefined),
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay, lines, reporter } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
@@ -198,8 +198,8 @@ describe('Relay', () => {
   it('a send answered late (this process busy) before the fork reached the old writer: not sent again; one answered after the fork is', async () => {
     let forked = false;
     const newcomers = {
-      after: (pmId: number, known: number) => (forked && pmId === 0 && known !== 2000 ? 2000 : undefined),
-      forked: (pmId: number, known: number) => forked && pmId === 0 && known !== 2000,
+      after: (pmId: number, known: number) => (forked && pmId === 0 && known > 0 && known !== 2000 ? 2000 : undefined),
+      forked: (pmId: number, known: number) => (known > 0 ? forked && pmId === 0 && known !== 2000 : undefined),
     };
     const procs = cluster('web', 2, 0, { pm_uptime: 0 }).map((e, i) => ({ ...e, pid: 1000 + i }));
     const { client, timers, relay } = await setup({}, procs, { newcomers, liveness: { isAlive: () => true, forget: () => {} } });
@@ -264,6 +264,25 @@ describe('Relay', () => {
     expect(lines.filter((l) => l.includes('DIAGNOSIS buffer-full'))).toHaveLength(1);
     const kept = relay.heldPackets()['default\u0000web'].map((p) => String(p.data).split(' ')[0]);
     expect(kept).toEqual(['8', '9', '10', '11']);
+  });
+
+  it('at shutdown, PM2\'s generation under each pm_id (for the sends still to judge): read only when something went out, given up after the timeout', async () => {
+    const { client, relay, timers } = await setup({}, cluster('web', 2, 0, { pm_uptime: 500 }));
+    let lists = 0;
+    const list = client.list.bind(client);
+    client.list = () => (lists++, list());
+    expect(await relay.generationsNow(500)).toBeUndefined();
+    expect(lists).toBe(0);
+    logs(client, 1, 'web', 0, 1);
+    await flush();
+    relay.stop();
+    client.procs[0] = { ...client.procs[0], pm_uptime: 900 };
+    expect(await relay.generationsNow(500)).toEqual(new Map([[0, 900], [1, 500]]));
+    client.list = () => (lists++, new Promise(() => {}));
+    const late = relay.generationsNow(500);
+    timers.advance(500);
+    expect(await late).toBeUndefined();
+    expect(lists).toBe(2);
   });
 
   it('drops what a deleted app held, with one line', async () => {
