@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf, waitSendersDone } from '../support/apps.js';
 import { emptyProcWorks, MODULE, Pm2Sandbox, ROOT, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, endStream, linesIn, lossAtOneMoment, settleAndJudge, stopEnv, waitCaughtAtFork, waitDelivered, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, settleAndJudge, stopEnv, sayHowReloadWasSeen, waitDelivered, writerProc } from '../support/scenario.js';
 import { NODE_RUNS_PM2, nodePaths, nodeVersions, pm2Paths } from './versions.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
@@ -106,6 +106,14 @@ export function nodeVersionSuites(version: string): void {
         timeoutMs: 60000,
         what: `${name} to be mid-stream`,
       });
+      // ... and the module delivering to the writer: the file alone can hold only the writer's own
+      // lines while the module still waits for it to be ready (a reload then forks while nothing
+      // is sent to it, seen twice under load on Node 24).
+      await waitFor(async () => ((await sb.trigger('status')).apps as any[]).some((a) => a.name === name && a.writer_ready && a.forwarded >= LINES / 8), {
+        timeoutMs: 60000,
+        every: 200,
+        what: `the module to deliver ${name}'s lines to its writer`,
+      });
       return w;
     }
 
@@ -178,7 +186,7 @@ export function nodeVersionSuites(version: string): void {
       const r = await settleAndJudge(sb, 'reloaded');
       expect(r, JSON.stringify(r.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
       expect(r.senders).toBe(8);
-      await waitCaughtAtFork(sb);
+      await sayHowReloadWasSeen(sb);
       await expectModuleUnharmed();
       await sb.pm2(['delete', 'reloaded']);
     });

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { formatJudgement, judge, readReports } from '../support/judge.js';
 import { logApp, logFile, reportDirOf } from '../support/apps.js';
 import { MODULE, Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { endStream, stopEnv, waitCaughtAtFork, waitDelivered } from '../support/scenario.js';
+import { endStream, stopEnv, sayHowReloadWasSeen, waitDelivered } from '../support/scenario.js';
 import { pm2Paths, versions } from './versions.js';
 import fs from 'node:fs';
 
@@ -155,7 +155,7 @@ export function pm2VersionSuite(version: string): void {
       const r = await settle([{ tag: 'gateway' }]);
       expect(r.gateway.senders).toBe(6);
       expect(r.gateway, JSON.stringify(r.gateway.missingRanges)).toMatchObject({ missing: 0, duplicated: 0, foreign: 0 }); // the send in flight at each swap: the probe says where it went
-      await waitCaughtAtFork(sb);
+      await sayHowReloadWasSeen(sb);
       await sb.pm2(['delete', 'gateway']);
     });
 

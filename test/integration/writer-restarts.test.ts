@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { logApp, logFile } from '../support/apps.js';
 import { Pm2Sandbox, waitFor } from '../support/pm2-sandbox.js';
-import { appProcs, endStream, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, stopEnv, waitCaughtAtFork, writerProc } from '../support/scenario.js';
+import { appProcs, endStream, linesIn, lossAtOneMoment, reloadWhileAnswerReadLate, settleAndJudge, stopEnv, sayHowReloadWasSeen, writerProc } from '../support/scenario.js';
 
 const tarball = (inject('tarball' as never) as string | undefined) ?? process.env.PM2SI_TARBALL!;
 const LINES = 2400; // at most, per instance: each test ends the logging MORE lines after its action (endStream)
@@ -126,7 +126,7 @@ describe('writers going away lose nothing', () => {
     // The CLI's connection opened the window before it asked for the reload: those sends were probed.
     const after = (await sb.trigger('status')).reloadProbe;
     expect(after.probed).toBeGreaterThan(before.probed);
-    await waitCaughtAtFork(sb);
+    await sayHowReloadWasSeen(sb);
     await expectModuleUnharmed();
   });
 

@@ -73,14 +73,19 @@ function stopEnv(sb, tag) {
 
 /**
  * End an app's logging phase (its senders started with `stopEnv`) once its file has grown by
- * `more` lines from now, so the stream went on past what the test did, or once no sender of it
- * is still logging. Bounds the phase by what it is for, not by a line count sized for a slow CLI.
+ * `more` lines from now, so the stream went on past what the test did, or once every online
+ * process of the app has reported done (they ran out of lines first). Bounds the phase by what it
+ * is for, not by a line count sized for a slow CLI. `name`: the app's PM2 name (default the tag).
  */
-async function endStream(sb, tag, more) {
+async function endStream(sb, tag, more, name = tag) {
   const file = logFile(sb.work, tag);
   const from = linesIn(file);
-  const logging = () => readReports(reportDirOf(sb.work)).some((r) => r.tag === tag && !r.done && alive(r.pid));
-  await waitFor(() => linesIn(file) >= from + more || !logging(), { timeoutMs: 60000, every: 100, what: `${more} more lines of ${tag} (from ${from})` });
+  const finished = async () => {
+    const done = new Set(readReports(reportDirOf(sb.work)).filter((r) => r.tag === tag && r.done).map((r) => r.pid));
+    const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
+    return live.length > 0 && live.every((pid) => done.has(pid));
+  };
+  await waitFor(async () => linesIn(file) >= from + more || (await finished()), { timeoutMs: 60000, every: 200, what: `${more} more lines of ${tag} (from ${from}), or its senders done` });
   fs.writeFileSync(stopEnv(sb, tag).STOP_FILE, '');
 }
 
@@ -161,15 +166,25 @@ function withinReloadDoubt(r, swappedWriters = 1) {
 }
 
 /**
- * After a `pm2 reload`: the module caught the swap at the fork, not at the (late) online event:
- * before a send, by the new child of the daemon (forks.ts: "sends stopped ... is a new process"),
- * or, for a send that went before that child was told apart, by the probe that went with it (sent
- * again once the new worker listened). When neither comes, the error shows what the module said.
+ * After a `pm2 reload`: how the module saw the swap, printed. With a send going out while PM2
+ * forked the new worker, the module stops sends at the fork (forks.ts: "sends stopped ... is a new
+ * process"), or, for a send that went before that child was told apart, the probe that went with it
+ * says so (sent again once the new worker listened). With no send in that window there is
+ * nothing to catch and the module learns of the new worker at its `online`: seen twice in
+ * fresh-clone runs (2026-12-08, Node 24, load 7, every line once), most likely because the test
+ * reloaded while the module was still waiting for the writer to be ready (node-versions.ts now
+ * waits for deliveries first); a writer whose sends are paced while it catches up can do the same. So this is not asserted; what is asserted is every line once, which a
+ * send lost at the swap would break, and writer-restarts' "answer read late" test forces a send at
+ * the fork. Waits for the module's next report (report_interval 5 s) at most.
  */
-async function waitCaughtAtFork(sb, timeoutMs = 15000) {
+async function sayHowReloadWasSeen(sb, timeoutMs = 7000) {
   const caught = /sends stopped before they went out: pm_id \d+ is a new process|log packets sent again: PM2 had handed them to a restarted process/;
-  const said = () => sb.moduleLog().split('\n').filter((l) => /reload|pm_id|sent again|stopped|writer|held/.test(l)).slice(-30).join('\n');
-  await waitFor(() => caught.test(sb.moduleLog()), { timeoutMs, what: () => `the reload to be seen at the fork; the module said:\n${said()}` });
+  const seen = await waitFor(() => caught.test(sb.moduleLog()), { timeoutMs, what: 'the reload to be seen at the fork' }).then(
+    () => true,
+    () => false,
+  );
+  console.log(seen ? `the reload was seen at the fork: ${caught.exec(sb.moduleLog())[0]}` : 'no send went out while the reload forked: the module saw the new worker at its online');
+  return seen;
 }
 
 /** Is SIGINT pending for a (stopped) process? /proc/<pid>/status ShdPnd, bit 2. */
@@ -267,4 +282,4 @@ async function reloadWhileAnswerReadLate(sb, writer) {
   }
 }
 
-module.exports = { stopEnv, endStream, waitDelivered, waitCaughtAtFork, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
+module.exports = { stopEnv, endStream, waitDelivered, sayHowReloadWasSeen, instanceOf, appProcs, writerProc, linesIn, settleAndJudge, lossAtOneMoment, withinReloadDoubt, restartWhileBehind, reloadWhileAnswerReadLate };
