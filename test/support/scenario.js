@@ -53,9 +53,7 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
       waitingFor = reports.filter((r) => !r.done && !excluded.has(r.pid) && alive(r.pid)).map((r) => `pid ${r.pid} (instance ${r.instance}) sent ${r.sent}, not done`);
       // `pm2 jlist` (a CLI run, 0.5 to 1 s of CPU on a busy machine) only once the reports say done.
       if (waitingFor.length > 0) return false;
-      const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
-      const done = new Set(reports.filter((r) => r.done).map((r) => r.pid));
-      waitingFor = live.filter((pid) => !done.has(pid)).map((pid) => `online pid ${pid} not done`);
+      waitingFor = (await onlineNotDone(sb, tag, name)).notDone.map((pid) => `online pid ${pid} not done`);
       return waitingFor.length === 0;
     },
     { timeoutMs, every: 250, what: () => `every sender of ${tag} to finish (still: ${waitingFor.join('; ')})` },
@@ -64,6 +62,13 @@ async function settleAndJudge(sb, tag, { name = tag, excludePids = [], timeoutMs
   const ranges = r[tag].missingRanges.slice(0, 12).map((m) => `pid ${m.pid} #${m.first}-${m.last}${m.dueAt ? ` due ${new Date(m.dueAt).toISOString().slice(11, 23)}` : ''}`);
   console.log(`${tag}:\n${formatJudgement(r)}${ranges.length ? `\nmissing: ${ranges.join(', ')}` : ''}`);
   return r[tag];
+}
+
+/** The online processes of app `name` (PM2's list): how many, and those without a report of `tag` saying done. */
+async function onlineNotDone(sb, tag, name = tag) {
+  const done = new Set(readReports(reportDirOf(sb.work)).filter((r) => r.tag === tag && r.done).map((r) => r.pid));
+  const online = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
+  return { online: online.length, notDone: online.filter((pid) => !done.has(pid)) };
 }
 
 /** The file that ends an app's logging (log-app.js STOP_FILE): `logApp(..., { env: stopEnv(sb, tag) })`. */
@@ -81,9 +86,8 @@ async function endStream(sb, tag, more, name = tag) {
   const file = logFile(sb.work, tag);
   const from = linesIn(file);
   const finished = async () => {
-    const done = new Set(readReports(reportDirOf(sb.work)).filter((r) => r.tag === tag && r.done).map((r) => r.pid));
-    const live = (await appProcs(sb, name)).filter((p) => p.pm2_env.status === 'online').map((p) => p.pid);
-    return live.length > 0 && live.every((pid) => done.has(pid));
+    const { online, notDone } = await onlineNotDone(sb, tag, name);
+    return online > 0 && notDone.length === 0;
   };
   await waitFor(async () => linesIn(file) >= from + more || (await finished()), { timeoutMs: 60000, every: 200, what: `${more} more lines of ${tag} (from ${from}), or its senders done` });
   fs.writeFileSync(stopEnv(sb, tag).STOP_FILE, '');
@@ -173,9 +177,9 @@ function withinReloadDoubt(r, swappedWriters = 1) {
  * nothing to catch and the module learns of the new worker at its `online`: seen twice in
  * fresh-clone runs (2026-12-08, Node 24, load 7, every line once), most likely because the test
  * reloaded while the module was still waiting for the writer to be ready (node-versions.ts now
- * waits for deliveries first); a writer whose sends are paced while it catches up can do the same. So this is not asserted; what is asserted is every line once, which a
- * send lost at the swap would break, and writer-restarts' "answer read late" test forces a send at
- * the fork. Waits for the module's next report (report_interval 5 s) at most.
+ * waits for deliveries first); a writer whose sends are paced while it catches up can do the
+ * same. So this is not asserted; what is asserted is every line once, which a send lost at the swap
+ * would break, and writer-restarts' "answer read late" test forces a send at the fork. Waits for the module's next report (report_interval 5 s) at most.
  */
 async function sayHowReloadWasSeen(sb, timeoutMs = 7000) {
   const caught = /sends stopped before they went out: pm_id \d+ is a new process|log packets sent again: PM2 had handed them to a restarted process/;
